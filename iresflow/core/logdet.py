@@ -1,0 +1,216 @@
+"""``log det(I + J_g(x))`` of a residual block: power series, exact value, and bounds (Section 3).
+
+For ``Lip(g) < 1`` the determinant of ``I + J_g`` is positive (Lemma 6) and
+
+    ln det(I + J_g) = sum_{k>=1} (-1)^{k+1} tr(J_g^k) / k                       (eq. 4)
+
+converges. Algorithm 2 truncates the series after ``n`` terms and estimates each trace with
+Hutchinson's estimator ``tr(A) = E[v^T A v]``, computing ``v^T J_g^k`` by ``k`` vector-Jacobian
+products of one ``jax.vjp`` of ``g``. Truncation biases the estimate; Theorem 3 bounds the bias by
+``-d (ln(1 - L) + sum_{k<=n} L^k / k)``, and Lemma 7 brackets the value itself by
+``d ln(1 - L) <= ln det <= d ln(1 + L)``.
+
+All estimators take a batched residual function ``g: (batch, ...) -> (batch, ...)`` that treats
+each example separately, and return ``(g(x), logdet)`` with ``logdet`` of shape ``(batch,)``:
+``g(x)`` falls out of the same ``jax.vjp`` and the block needs it for ``y = x + g(x)``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from iresflow.core import validation
+
+ResidualFn = Callable[[jax.Array], jax.Array]
+
+PROBES = ("gaussian", "rademacher")
+
+
+def sample_probes(key: jax.Array, shape: Sequence[int], dtype, probe: str = "gaussian") -> jax.Array:
+  """Hutchinson probe vectors with ``E[v] = 0`` and ``Cov(v) = I``.
+
+  Args:
+    key: PRNG key.
+    shape: output shape, e.g. ``(n_probes, batch, ...)``.
+    dtype: floating dtype of the probes.
+    probe: ``'gaussian'`` (standard normal) or ``'rademacher'`` (+-1 with equal probability; lower
+      variance for the trace estimator, Avron & Toledo 2011).
+
+  Returns:
+    Array of ``shape``.
+  """
+  if probe == "gaussian":
+    return jax.random.normal(key, shape, dtype)
+  if probe == "rademacher":
+    return jax.random.rademacher(key, shape, dtype)
+  raise ValueError(f"probe: expected one of {PROBES}, got {probe!r}")
+
+
+def _per_example_dot(a: jax.Array, b: jax.Array, n_leading: int) -> jax.Array:
+  """Sums ``a * b`` over all axes after the first ``n_leading`` ones."""
+  return jnp.sum(a * b, axis=tuple(range(n_leading, a.ndim)))
+
+
+def _check_batched_input(x: jax.Array) -> None:
+  validation.check_min_rank(x, 2, "x", " (batch, ...)")
+  validation.check_floating(x, "x")
+
+
+def power_series_logdet(
+    g: ResidualFn,
+    x: jax.typing.ArrayLike,
+    key: jax.Array,
+    *,
+    n_terms: int,
+    n_probes: int = 1,
+    probe: str = "gaussian",
+) -> tuple[jax.Array, jax.Array]:
+  """Truncated power-series estimate of ``ln det(I + J_g(x))`` per example (Algorithm 2, eq. 5).
+
+  ``PS(J_g, n) = sum_{k=1}^{n} (-1)^{k+1} v^T J_g^k v / k``, averaged over ``n_probes`` probes. The
+  ``n_terms`` vector-Jacobian products run in a ``lax.fori_loop`` (one traced copy of ``g``'s
+  backward pass, whatever ``n_terms`` is). Differentiable: gradients flow through every term, so
+  memory grows with ``n_terms`` under ``jax.grad``.
+
+  The estimate is unbiased for the truncated series ``PS(J_g, n)`` and biased for ``ln det`` by at
+  most :func:`series_truncation_bound`.
+
+  Args:
+    g: batched residual function, ``(batch, ...) -> (batch, ...)``, one example at a time.
+    x: inputs, shape ``(batch, ...)``.
+    key: PRNG key for the probes.
+    n_terms: number of series terms ``n >= 1``.
+    n_probes: number of Hutchinson probes per example ``>= 1``.
+    probe: ``'gaussian'`` or ``'rademacher'``.
+
+  Returns:
+    ``(g(x), logdet)`` with ``logdet`` of shape ``(batch,)``.
+  """
+  x = jnp.asarray(x)
+  _check_batched_input(x)
+  validation.check_positive_int(n_terms, "n_terms")
+  validation.check_positive_int(n_probes, "n_probes")
+  gx, vjp_fn = jax.vjp(g, x)
+  v = sample_probes(key, (n_probes,) + x.shape, x.dtype, probe)
+  vector_jacobian = jax.vmap(lambda w: vjp_fn(w)[0])
+
+  def add_term(k, carry):
+    w, total = carry
+    w = vector_jacobian(w)  # w^T <- w^T J_g, i.e. v^T J_g^k
+    sign = jnp.where(k % 2 == 1, 1.0, -1.0).astype(x.dtype)
+    return w, total + sign / k * _per_example_dot(w, v, 2)
+
+  total = jnp.zeros((n_probes, x.shape[0]), x.dtype)
+  _, total = jax.lax.fori_loop(1, n_terms + 1, add_term, (v, total))
+  return gx, jnp.mean(total, axis=0)
+
+
+def exact_series(g: ResidualFn, x: jax.typing.ArrayLike, n_terms: int) -> jax.Array:
+  """The truncated series ``PS(J_g, n)`` of eq. (5) computed exactly from the full Jacobian.
+
+  For tests and small problems: ``O(d^2)`` memory per example.
+
+  Args:
+    g: batched residual function.
+    x: inputs, shape ``(batch, ...)``.
+    n_terms: number of terms ``n >= 1``.
+
+  Returns:
+    ``(batch,)`` array of ``sum_{k=1}^{n} (-1)^{k+1} tr(J_g^k) / k``.
+  """
+  validation.check_positive_int(n_terms, "n_terms")
+  jacobians = residual_jacobians(g, x)
+
+  def series(jac):
+    power = jnp.eye(jac.shape[0], dtype=jac.dtype)
+    total = 0.0
+    for k in range(1, n_terms + 1):
+      power = power @ jac
+      total = total + (-1) ** (k + 1) * jnp.trace(power) / k
+    return total
+
+  return jax.vmap(series)(jacobians)
+
+
+def residual_jacobians(g: ResidualFn, x: jax.typing.ArrayLike) -> jax.Array:
+  """Per-example Jacobians of ``g`` by ``jax.jacfwd``, flattened to ``(batch, d, d)``."""
+  x = jnp.asarray(x)
+  _check_batched_input(x)
+  d = math.prod(x.shape[1:])
+
+  def jacobian(xi):
+    return jax.jacfwd(lambda z: g(z[None])[0])(xi).reshape(d, d)
+
+  return jax.vmap(jacobian)(x)
+
+
+def exact_logdet(g: ResidualFn, x: jax.typing.ArrayLike) -> tuple[jax.Array, jax.Array]:
+  """Exact ``ln |det(I + J_g(x))|`` per example, by ``jax.jacfwd`` and ``slogdet``.
+
+  Costs ``d`` forward passes and ``O(d^3)`` per example: for tests, 2-D densities and small images.
+  For contractive ``g`` the determinant is positive (Lemma 6), so this is ``ln det``.
+
+  Args:
+    g: batched residual function.
+    x: inputs, shape ``(batch, ...)``.
+
+  Returns:
+    ``(g(x), logdet)`` with ``logdet`` of shape ``(batch,)``.
+  """
+  jacobians = residual_jacobians(g, x)
+  eye = jnp.eye(jacobians.shape[-1], dtype=jacobians.dtype)
+  _, logdet = jnp.linalg.slogdet(eye + jacobians)
+  return g(jnp.asarray(x)), logdet
+
+
+def logdet_bounds(lipschitz: float | Sequence[float], dim: int) -> tuple[float, float]:
+  """Lemma 7: ``d sum_t ln(1 - L_t) <= ln det J_F(x) <= d sum_t ln(1 + L_t)`` for all ``x``.
+
+  Args:
+    lipschitz: ``Lip(g_t)`` of one block or a sequence, one per block, each in ``[0, 1)``.
+    dim: data dimension ``d``.
+
+  Returns:
+    ``(lower, upper)`` as Python floats.
+  """
+  values = np.atleast_1d(np.asarray(lipschitz, dtype=np.float64))
+  if np.any(values < 0) or np.any(values >= 1):
+    raise ValueError(f"lipschitz: expected values in [0, 1), got {values.tolist()}")
+  validation.check_positive_int(dim, "dim")
+  return float(dim * np.sum(np.log1p(-values))), float(dim * np.sum(np.log1p(values)))
+
+
+def series_truncation_bound(lipschitz: float, dim: int, n_terms: int) -> float:
+  """Theorem 3: ``|PS(J_g, n) - ln det(I + J_g)| <= -d (ln(1 - L) + sum_{k=1}^{n} L^k / k)``.
+
+  Worked values per dimension: L = 0.9 gives 0.47 (n = 5), 0.18 (n = 10), 0.039 (n = 20);
+  L = 0.5, n = 5 gives 0.0046.
+
+  Args:
+    lipschitz: ``L = Lip(g)`` in ``[0, 1)``.
+    dim: data dimension ``d``.
+    n_terms: number of terms ``n >= 0`` kept.
+
+  Returns:
+    The bound as a Python float.
+  """
+  if not 0.0 <= lipschitz < 1.0:
+    raise ValueError(f"lipschitz: expected a value in [0, 1), got {lipschitz}")
+  validation.check_positive_int(dim, "dim")
+  validation.check_nonnegative_int(n_terms, "n_terms")
+  # The tail sum_{k>n} L^k / k, summed directly: -ln(1 - L) - partial sum cancels badly for small L.
+  tail, k, term = 0.0, n_terms + 1, 1.0
+  while k < 100_000:
+    term = lipschitz**k / k
+    tail += term
+    if term < 1e-18 * max(tail, 1e-300):
+      break
+    k += 1
+  else:
+    tail = -math.log1p(-lipschitz) - sum(lipschitz**j / j for j in range(1, n_terms + 1))
+  return dim * tail

@@ -1,0 +1,181 @@
+"""Spectral norms of linear operators: estimate, normalise, and bound.
+
+Section 2.1 of Behrmann et al. (2019), "Invertible Residual Networks": a residual block
+``x + g(x)`` is invertible when ``Lip(g) < 1``, and ``Lip(g) <= prod_i ||W_i||_2`` when ``g`` is a
+composition of linear layers ``W_i`` and 1-Lipschitz activations. This module provides
+
+* :func:`power_iteration` -- the power method on the operator itself (a dense matmul, or a
+  convolution with its real padding and stride at the real input shape; Gouk et al. 2018). Its
+  estimate never exceeds the true norm.
+* :func:`soft_normalize` -- eq. (2) of the paper, ``W / max(1, sigma / c)``.
+* :func:`dense_norm_bound` and :func:`conv_norm_bound` -- rigorous upper bounds, computed on the host
+  in float64 (SVD; the FFT method of Sedghi et al. 2019 for convolutions), for certificates.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from iresflow.core import validation
+
+LinearFn = Callable[[jax.Array], jax.Array]
+
+# Relative slack added to host-side float64 bounds so that rounding in the SVD itself cannot make a
+# "bound" fall below the exact value (LAPACK's singular values are accurate to ~n * eps * sigma_max).
+_FLOAT64_SLACK = 1e-10
+
+
+def _normalize(v: jax.Array, eps: float) -> jax.Array:
+  return v / (jnp.linalg.norm(v.ravel()) + eps)
+
+
+def power_iteration(
+    linear_fn: LinearFn,
+    u: jax.typing.ArrayLike,
+    n_iters: int = 1,
+    *,
+    eps: float = 1e-12,
+) -> tuple[jax.Array, jax.Array]:
+  """Estimates the spectral norm ``||A||_2`` of a linear operator by power iteration.
+
+  Each iteration applies ``A`` and its adjoint ``A^T`` (from :func:`jax.linear_transpose`) to the
+  carried right singular vector ``u``: ``v = A u / ||A u||``, ``u = A^T v / ||A^T v||``. The returned
+  ``sigma = v^T A u`` with ``u, v`` held constant, so it is differentiable with respect to whatever
+  parameters ``linear_fn`` closes over (as in Miyato et al. 2018), and ``sigma <= ||A||_2`` always
+  (Cauchy-Schwarz): it is an under-estimate that converges to ``||A||_2`` from below.
+
+  Args:
+    linear_fn: the operator ``A``; must be linear in its argument. For a convolution pass the
+      function at the layer's real input shape, padding and stride, e.g.
+      ``lambda x: lax.conv_general_dilated(x[None], k, (1, 1), 'SAME', ...)[0]``.
+    u: right singular vector estimate, of ``linear_fn``'s input shape. Carry it between calls.
+    n_iters: number of power iterations (>= 0). 0 only re-evaluates ``sigma`` at ``u``.
+    eps: guards the normalisations against a zero operator.
+
+  Returns:
+    ``(sigma, u)``: scalar estimate of ``||A||_2`` and the updated (unit-norm, gradient-stopped) ``u``.
+  """
+  validation.check_nonnegative_int(n_iters, "n_iters")
+  u = jnp.asarray(u)
+  adjoint = jax.linear_transpose(linear_fn, u)
+
+  def body(_, u):
+    v = _normalize(linear_fn(u), eps)
+    (u,) = adjoint(v)
+    return _normalize(u, eps)
+
+  u = jax.lax.stop_gradient(jax.lax.fori_loop(0, n_iters, body, _normalize(u, eps)))
+  a_u = linear_fn(u)
+  v = jax.lax.stop_gradient(_normalize(a_u, eps))
+  sigma = jnp.vdot(v.ravel(), a_u.ravel())
+  return sigma, u
+
+
+def soft_normalize(weight: jax.typing.ArrayLike, sigma: jax.typing.ArrayLike, coeff: float) -> jax.Array:
+  """Soft spectral normalisation, eq. (2): ``W / max(1, sigma / coeff)``.
+
+  Leaves ``W`` untouched when its (estimated) norm is already below ``coeff`` and scales it to norm
+  ``coeff`` otherwise.
+
+  Args:
+    weight: any weight array (kernel of a dense or convolutional layer).
+    sigma: scalar estimate of the operator norm of ``weight``, e.g. from :func:`power_iteration`.
+    coeff: target bound ``c`` in ``(0, 1)``.
+
+  Returns:
+    The rescaled weight, same shape and dtype as ``weight``.
+  """
+  validation.check_coeff(coeff)
+  factor = jnp.maximum(1.0, sigma / coeff)
+  return jnp.asarray(weight) / factor
+
+
+def dense_norm_bound(kernel: jax.typing.ArrayLike) -> float:
+  """Rigorous upper bound on ``||W||_2`` of a dense kernel: float64 SVD plus rounding slack.
+
+  Runs on the host (NumPy), not under ``jit``: it is meant for certificates after training.
+
+  Args:
+    kernel: ``(in_features, out_features)`` matrix.
+
+  Returns:
+    A Python float ``>= ||kernel||_2``.
+  """
+  kernel = np.asarray(kernel, dtype=np.float64)
+  if kernel.ndim != 2:
+    raise ValueError(f"kernel: expected a 2-D (in, out) matrix, got shape {kernel.shape}")
+  return float(np.linalg.svd(kernel, compute_uv=False)[0]) * (1 + _FLOAT64_SLACK)
+
+
+def circular_conv_singular_values(kernel: jax.typing.ArrayLike, grid: Sequence[int]) -> np.ndarray:
+  """All singular values of a 2-D circular convolution (Sedghi et al. 2019, Theorem 6).
+
+  A multi-channel circular convolution on an ``n1 x n2`` grid is block-diagonalised by the 2-D DFT:
+  its singular values are the union over the ``n1 * n2`` frequencies of the singular values of the
+  ``c_in x c_out`` matrices ``FFT2(kernel)[f]``.
+
+  Args:
+    kernel: ``(kh, kw, c_in, c_out)`` kernel (Flax's HWIO layout).
+    grid: spatial size ``(n1, n2)`` of the circular input, each at least the kernel size.
+
+  Returns:
+    float64 array of shape ``(n1, n2, min(c_in, c_out))``.
+  """
+  kernel = np.asarray(kernel, dtype=np.float64)
+  if kernel.ndim != 4:
+    raise ValueError(f"kernel: expected a 4-D (kh, kw, c_in, c_out) kernel, got shape {kernel.shape}")
+  n1, n2 = (int(n) for n in grid)
+  if n1 < kernel.shape[0] or n2 < kernel.shape[1]:
+    raise ValueError(f"grid: {tuple(grid)} is smaller than the kernel's spatial size {kernel.shape[:2]}")
+  spectrum = np.fft.fft2(kernel, s=(n1, n2), axes=(0, 1))
+  return np.linalg.svd(spectrum, compute_uv=False)
+
+
+def conv_norm_bound(
+    kernel: jax.typing.ArrayLike,
+    input_size: Sequence[int],
+    padding: str | Sequence[tuple[int, int]] = "SAME",
+) -> float:
+  """Rigorous upper bound on the operator norm of a 2-D convolution at a given input size.
+
+  * ``padding='CIRCULAR'``: the exact norm of the circular convolution on the ``input_size`` grid.
+  * zero padding (``'SAME'``, ``'VALID'`` or explicit pairs), any stride: the layer equals
+    ``P C E`` where ``E`` embeds the input into the zero-padded grid (an isometry), ``C`` is the
+    circular convolution on that grid (no output the layer keeps wraps around) and ``P`` keeps
+    (and, for a stride, subsamples) outputs, a coordinate projection. So ``||layer|| <= ||C||``,
+    the circular norm on the padded grid. The stride does not enter the bound.
+
+  Runs on the host in float64; the result carries a relative slack of 1e-10 for rounding.
+
+  Args:
+    kernel: ``(kh, kw, c_in, c_out)`` kernel.
+    input_size: spatial size ``(h, w)`` of the layer's input.
+    padding: ``'SAME'``, ``'VALID'``, ``'CIRCULAR'`` or ``((top, bottom), (left, right))``.
+
+  Returns:
+    A Python float ``>=`` the layer's operator norm (equal to it for ``'CIRCULAR'``).
+  """
+  kernel = np.asarray(kernel, dtype=np.float64)
+  if kernel.ndim != 4:
+    raise ValueError(f"kernel: expected a 4-D (kh, kw, c_in, c_out) kernel, got shape {kernel.shape}")
+  h, w = (int(n) for n in input_size)
+  kh, kw = kernel.shape[:2]
+  if isinstance(padding, str):
+    mode = padding.upper()
+    if mode == "CIRCULAR":
+      return float(circular_conv_singular_values(kernel, (h, w)).max()) * (1 + _FLOAT64_SLACK)
+    if mode == "SAME":
+      grid = (h + kh - 1, w + kw - 1)  # SAME pads k - 1 in total per axis
+    elif mode == "VALID":
+      grid = (h, w)
+    else:
+      raise ValueError(f"padding: expected 'SAME', 'VALID', 'CIRCULAR' or pairs, got {padding!r}")
+  else:
+    (top, bottom), (left, right) = padding
+    grid = (h + top + bottom, w + left + right)
+  grid = (max(grid[0], kh), max(grid[1], kw))  # a larger zero-padded circular grid is still a bound
+  return float(circular_conv_singular_values(kernel, grid).max()) * (1 + _FLOAT64_SLACK)

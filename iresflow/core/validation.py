@@ -1,0 +1,57 @@
+"""Argument checks shared by the core functions: clear errors that name the argument.
+
+Checks run on Python values at trace time, so a bad call fails before any compilation or training.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import jax
+import numpy as np
+
+
+def check_coeff(coeff, name: str = "coeff") -> None:
+  """Raises ``ValueError`` unless ``coeff`` is a number in the open interval (0, 1)."""
+  try:
+    value = float(coeff)
+  except (jax.errors.ConcretizationTypeError, jax.errors.TracerArrayConversionError):
+    return  # a traced coefficient cannot be checked here; the caller chose to trace it
+  except TypeError as error:
+    raise TypeError(f"{name}: expected a number in (0, 1), got {coeff!r}") from error
+  if not 0.0 < value < 1.0:
+    raise ValueError(
+        f"{name}: expected a contraction coefficient in the open interval (0, 1), got {value}. "
+        "Lip(g) < 1 is what makes x + g(x) invertible (Theorem 1).")
+
+
+def check_positive_int(value, name: str) -> None:
+  """Raises unless ``value`` is a Python/NumPy integer >= 1."""
+  if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+    raise ValueError(f"{name}: expected a positive integer, got {value!r}")
+
+
+def check_nonnegative_int(value, name: str) -> None:
+  """Raises unless ``value`` is a Python/NumPy integer >= 0."""
+  if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+    raise ValueError(f"{name}: expected a non-negative integer, got {value!r}")
+
+
+def check_nonnegative(value, name: str) -> None:
+  """Raises unless ``value`` is a finite number >= 0."""
+  value_f = float(value)
+  if not np.isfinite(value_f) or value_f < 0:
+    raise ValueError(f"{name}: expected a finite non-negative number, got {value!r}")
+
+
+def check_floating(x, name: str) -> None:
+  """Raises ``TypeError`` unless ``x`` has a floating-point dtype."""
+  dtype = np.dtype(getattr(x, "dtype", None) or np.result_type(x))
+  if not np.issubdtype(dtype, np.floating):
+    raise TypeError(f"{name}: expected a floating-point array, got dtype {dtype}")
+
+
+def check_min_rank(x, min_rank: int, name: str, what: str = "") -> None:
+  """Raises unless ``x`` has at least ``min_rank`` dimensions."""
+  if np.ndim(x) < min_rank:
+    raise ValueError(f"{name}: expected an array of rank >= {min_rank}{what}, got shape {np.shape(x)}")

@@ -1,0 +1,128 @@
+"""Power iteration and norm bounds against SVDs of materialised operators."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from iresflow.core import spectral
+from tests import helpers
+
+
+def _power(linear_fn, input_shape, n_iters, seed=0):
+  u0 = jax.random.normal(jax.random.key(seed), input_shape)
+  sigma, u = jax.jit(lambda u: spectral.power_iteration(linear_fn, u, n_iters))(u0)
+  return float(sigma), u
+
+
+def test_dense_power_iteration_converges_to_largest_singular_value():
+  w = jax.random.normal(jax.random.key(1), (12, 7))
+  exact = np.linalg.svd(np.asarray(w, np.float64), compute_uv=False)[0]
+  sigma, u = _power(lambda u: u @ w, (12,), 500)
+  assert sigma == pytest.approx(exact, rel=1e-5)
+  assert sigma <= exact * (1 + 1e-6)
+  assert float(jnp.linalg.norm(u)) == pytest.approx(1.0, rel=1e-5)
+
+
+@pytest.mark.parametrize("kernel_size", [3, 1])
+@pytest.mark.parametrize("stride", [1, 2])
+def test_conv_power_iteration_matches_materialised_operator(kernel_size, stride):
+  shape = (6, 6, 3)
+  kernel = jax.random.normal(jax.random.key(kernel_size + 10 * stride), (kernel_size, kernel_size, 3, 4))
+  linear_fn = lambda u: helpers.conv(u[None], kernel, stride)[0]
+  exact = helpers.exact_norm(linear_fn, shape)
+  sigma, _ = _power(linear_fn, shape, 1000)
+  assert sigma == pytest.approx(exact, rel=1e-4)
+  assert sigma <= exact * (1 + 1e-5)
+
+
+def test_power_iteration_underestimates_at_every_step():
+  shape = (5, 5, 2)
+  kernel = jax.random.normal(jax.random.key(3), (3, 3, 2, 2))
+  linear_fn = lambda u: helpers.conv(u[None], kernel)[0]
+  exact = helpers.exact_norm(linear_fn, shape)
+  u = jax.random.normal(jax.random.key(4), shape)
+  previous = 0.0
+  for _ in range(30):
+    sigma, u = spectral.power_iteration(linear_fn, u, 1)
+    assert float(sigma) <= exact * (1 + 1e-5)
+    assert float(sigma) >= previous * (1 - 1e-5)  # monotone for the power method on A^T A
+    previous = float(sigma)
+
+
+def test_power_iteration_sigma_is_differentiable_in_the_weights():
+  w = jax.random.normal(jax.random.key(5), (6, 6))
+  u0 = jax.random.normal(jax.random.key(6), (6,))
+  grad = jax.grad(lambda w: spectral.power_iteration(lambda u: u @ w, u0, 300)[0])(w)
+  # d sigma_max / dW = u1 v1^T, the outer product of the top singular vectors.
+  left, _, right = np.linalg.svd(np.asarray(w, np.float64))
+  expected = np.outer(left[:, 0], right[0])
+  np.testing.assert_allclose(np.abs(np.asarray(grad)), np.abs(expected), atol=1e-4)
+
+
+def test_soft_normalize_eq_2():
+  w = jnp.ones((3, 3))
+  np.testing.assert_allclose(spectral.soft_normalize(w, 0.5, 0.9), w)  # below c: unchanged
+  np.testing.assert_allclose(spectral.soft_normalize(w, 3.0, 0.9), w * 0.9 / 3.0, rtol=1e-6)
+
+
+@pytest.mark.parametrize("coeff", [0.0, 1.0, 1.5, -0.1])
+def test_soft_normalize_rejects_coeff_outside_unit_interval(coeff):
+  with pytest.raises(ValueError, match="coeff"):
+    spectral.soft_normalize(jnp.ones(3), 1.0, coeff)
+
+
+def test_dense_norm_bound_is_the_svd():
+  w = np.random.default_rng(0).normal(size=(9, 4))
+  bound = spectral.dense_norm_bound(w)
+  exact = np.linalg.svd(w, compute_uv=False)[0]
+  assert bound >= exact
+  assert bound == pytest.approx(exact, rel=1e-9)
+
+
+@pytest.mark.parametrize("kernel_size,channels", [(3, (2, 3)), (1, (3, 3)), (3, (4, 2)), (5, (1, 2))])
+def test_fft_bound_is_exact_for_circular_convolution(kernel_size, channels):
+  shape = (7, 7, channels[0])
+  kernel = jax.random.normal(jax.random.key(kernel_size), (kernel_size, kernel_size) + channels)
+  exact = helpers.exact_norm(lambda u: helpers.circular_conv(u[None], kernel)[0], shape)
+  bound = spectral.conv_norm_bound(kernel, shape[:2], "CIRCULAR")
+  assert bound == pytest.approx(exact, rel=1e-5)
+
+
+@pytest.mark.parametrize("kernel_size", [1, 3, 5])
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("padding", ["SAME", "VALID"])
+def test_fft_bound_upper_bounds_zero_padded_convolution(kernel_size, stride, padding):
+  shape = (8, 8, 2)
+  kernel = jax.random.normal(jax.random.key(kernel_size * stride), (kernel_size, kernel_size, 2, 3))
+  exact = helpers.exact_norm(lambda u: helpers.conv(u[None], kernel, stride, padding)[0], shape)
+  bound = spectral.conv_norm_bound(kernel, shape[:2], padding)
+  assert bound >= exact * (1 - 1e-6)  # float32 Jacobian vs float64 bound
+  if stride == 1 and padding == "SAME":
+    # Stride 1, SAME: the layer keeps most of the padded grid, so the bound is not loose by much.
+    assert bound <= 1.5 * exact
+
+
+def test_fft_bound_with_explicit_padding_pairs():
+  shape = (6, 6, 2)
+  kernel = jax.random.normal(jax.random.key(9), (3, 3, 2, 2))
+  pads = ((2, 0), (0, 2))
+  exact = helpers.exact_norm(lambda u: helpers.conv(u[None], kernel, padding=pads)[0], shape)
+  assert spectral.conv_norm_bound(kernel, shape[:2], pads) >= exact * (1 - 1e-6)
+
+
+@pytest.mark.parametrize(
+    "call,match",
+    [
+        (lambda: spectral.conv_norm_bound(np.ones((3, 3, 2)), (4, 4)), "kernel"),
+        (lambda: spectral.conv_norm_bound(np.ones((3, 3, 2, 2)), (4, 4), "REFLECT"), "padding"),
+        (lambda: spectral.dense_norm_bound(np.ones((2, 2, 2))), "kernel"),
+        (lambda: spectral.circular_conv_singular_values(np.ones((5, 5, 1, 1)), (3, 3)), "grid"),
+        (lambda: spectral.power_iteration(lambda u: u, jnp.ones(3), -1), "n_iters"),
+    ],
+)
+def test_bad_input_is_named(call, match):
+  with pytest.raises(ValueError, match=match):
+    call()

@@ -1,0 +1,59 @@
+"""Small contractive residual functions with known Lipschitz bounds, shared by the tests."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def conv(x: jax.Array, kernel: jax.Array, stride: int = 1, padding="SAME") -> jax.Array:
+  """NHWC convolution with an HWIO kernel."""
+  return jax.lax.conv_general_dilated(
+      x, kernel, (stride, stride), padding, dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+def circular_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """Circular ('wrap') convolution with output at the input's size, for odd kernels."""
+  kh, kw = kernel.shape[:2]
+  padded = jnp.pad(x, ((0, 0), (kh // 2, kh // 2), (kw // 2, kw // 2), (0, 0)), mode="wrap")
+  return conv(padded, kernel, padding="VALID")
+
+
+def materialize(linear_fn, input_shape) -> np.ndarray:
+  """The matrix (out_dim, in_dim) of a linear function of one example, in float64 on the host."""
+  zeros = jnp.zeros(input_shape, jnp.float32)
+  jac = jax.jacfwd(linear_fn)(zeros)
+  out_dim = int(np.prod(jac.shape[: jac.ndim - len(input_shape)]))
+  return np.asarray(jac, np.float64).reshape(out_dim, -1)
+
+
+def exact_norm(linear_fn, input_shape) -> float:
+  return float(np.linalg.svd(materialize(linear_fn, input_shape), compute_uv=False)[0])
+
+
+def contractive_mlp(key, dim: int, hidden: int, lipschitz: float):
+  """g(x) = W2 elu(W1 x) with ||W1|| = ||W2|| = sqrt(L) exactly, so Lip(g) <= L."""
+  k1, k2 = jax.random.split(key)
+  w1 = jax.random.normal(k1, (dim, hidden))
+  w2 = jax.random.normal(k2, (hidden, dim))
+  scale = np.sqrt(lipschitz)
+  w1 = w1 * scale / np.linalg.svd(np.asarray(w1), compute_uv=False)[0]
+  w2 = w2 * scale / np.linalg.svd(np.asarray(w2), compute_uv=False)[0]
+  return lambda x: jax.nn.elu(x @ w1) @ w2
+
+
+def contractive_conv_net(key, shape, hidden: int, lipschitz: float):
+  """g(x) = K2 * elu(K1 * x) (3x3 SAME convs) with exact operator norms sqrt(L) at ``shape``.
+
+  Args:
+    shape: per-example input shape (H, W, C).
+  """
+  h, w, c = shape
+  k1, k2 = jax.random.split(key)
+  kern1 = jax.random.normal(k1, (3, 3, c, hidden)) * 0.3
+  kern2 = jax.random.normal(k2, (3, 3, hidden, c)) * 0.3
+  scale = np.sqrt(lipschitz)
+  kern1 = kern1 * scale / exact_norm(lambda u: conv(u[None], kern1)[0], shape)
+  kern2 = kern2 * scale / exact_norm(lambda u: conv(u[None], kern2)[0], (h, w, hidden))
+  return lambda x: conv(jax.nn.elu(conv(x, kern1)), kern2)
