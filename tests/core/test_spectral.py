@@ -126,3 +126,61 @@ def test_fft_bound_with_explicit_padding_pairs():
 def test_bad_input_is_named(call, match):
   with pytest.raises(ValueError, match=match):
     call()
+
+
+@pytest.mark.parametrize("kernel_size,size", [(3, (4, 5)), (1, (3, 3)), (3, (2, 2)), (5, (3, 4)), (2, (4, 4))])
+def test_materialised_conv_matrix_is_the_operator(kernel_size, size):
+  kernel = jax.random.normal(jax.random.key(kernel_size), (kernel_size, kernel_size, 2, 3))
+  shape = size + (2,)
+  expected = helpers.materialize(lambda u: helpers.conv(u[None], kernel)[0], shape)
+  np.testing.assert_allclose(spectral.conv_operator_matrix(kernel, size), expected, atol=1e-6)
+  exact = np.linalg.svd(expected, compute_uv=False)[0]
+  assert spectral.conv_operator_norm(kernel, size) == pytest.approx(exact, rel=1e-6)
+  assert spectral.conv_operator_norm(kernel, size) <= spectral.conv_norm_bound(kernel, size) * (1 + 1e-9)
+
+
+@pytest.mark.parametrize("kernel_size,stride", [(3, 1), (1, 1), (3, 2)])
+def test_lanczos_converges_to_the_exact_norm_and_never_exceeds_it(kernel_size, stride):
+  shape = (6, 6, 3)
+  kernel = jax.random.normal(jax.random.key(20 + kernel_size + stride), (kernel_size, kernel_size, 3, 4))
+  linear_fn = lambda u: helpers.conv(u[None], kernel, stride)[0]
+  exact = helpers.exact_norm(linear_fn, shape)
+  u0 = jax.random.normal(jax.random.key(1), shape)
+  sigma, u = jax.jit(lambda u: spectral.lanczos_iteration(linear_fn, u, 40))(u0)
+  assert float(sigma) == pytest.approx(exact, rel=1e-4)
+  assert float(sigma) <= exact * (1 + 1e-5)
+  assert float(jnp.linalg.norm(u)) == pytest.approx(1.0, rel=1e-5)
+
+
+def test_lanczos_beats_power_iteration_on_a_clustered_spectrum():
+  # Singular values 1.0, 0.99, 0.98, ...: power iteration converges like 0.99^(2k).
+  rng = np.random.default_rng(0)
+  left, _ = np.linalg.qr(rng.normal(size=(30, 30)))
+  right, _ = np.linalg.qr(rng.normal(size=(20, 20)))
+  singular = 1.0 - 0.01 * np.arange(20)
+  w = jnp.asarray(left[:, :20] @ np.diag(singular) @ right.T, jnp.float32)
+  u0 = jax.random.normal(jax.random.key(2), (20,))
+  power, _ = spectral.power_iteration(lambda u: w @ u, u0, 10)
+  lanczos, _ = spectral.lanczos_iteration(lambda u: w @ u, u0, 10)
+  assert 1.0 - float(lanczos) < 0.25 * (1.0 - float(power))
+  assert float(lanczos) <= 1.0 + 1e-5
+  # Warm starts accumulate: 10 calls of 5 steps reach what one call of many steps does.
+  u = u0
+  for _ in range(10):
+    sigma, u = spectral.lanczos_iteration(lambda v: w @ v, u, 5)
+  assert float(sigma) == pytest.approx(1.0, abs=2e-3)
+
+
+def test_lanczos_handles_more_steps_than_dimensions():
+  w = jax.random.normal(jax.random.key(3), (3, 2))
+  sigma, u = spectral.lanczos_iteration(lambda v: w @ v, jnp.ones(2), 50)
+  assert float(sigma) == pytest.approx(np.linalg.svd(np.asarray(w), compute_uv=False)[0], rel=1e-5)
+  assert bool(jnp.all(jnp.isfinite(u)))
+
+
+def test_lanczos_sigma_is_differentiable_in_the_weights():
+  w = jax.random.normal(jax.random.key(5), (6, 6))
+  u0 = jax.random.normal(jax.random.key(6), (6,))
+  grad = jax.grad(lambda w: spectral.lanczos_iteration(lambda u: u @ w, u0, 6)[0])(w)
+  left, _, right = np.linalg.svd(np.asarray(w, np.float64))
+  np.testing.assert_allclose(np.abs(np.asarray(grad)), np.abs(np.outer(left[:, 0], right[0])), atol=1e-4)

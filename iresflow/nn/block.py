@@ -1,0 +1,107 @@
+"""The i-ResNet block ``F(x) = x + g(x)`` with ``Lip(g) < 1``: forward with log-det, and inverse.
+
+The block holds ``g``'s parameters (:class:`~iresflow.nn.residual.ContractiveResidual`) and calls the
+core: :func:`~iresflow.core.logdet.power_series_logdet` (Algorithm 2) or
+:func:`~iresflow.core.logdet.exact_logdet` for ``log det(I + J_g)``, and
+:func:`~iresflow.core.fixed_point.fixed_point_inverse` (Algorithm 1) for the inverse.
+
+The log-det estimator is chosen per call, so one set of variables can train with a cheap estimator
+and evaluate with an exact or longer one:
+
+* ``logdet='series'``: ``n_terms`` terms, ``n_probes`` Hutchinson probes; draws from the ``'logdet'``
+  RNG stream (``rngs={'logdet': key}``; Flax falls back to ``'params'`` at ``init``).
+* ``logdet='exact'``: ``jax.jacfwd`` + ``slogdet``; small inputs only.
+* ``logdet=None``: no log-det (classification); returns zeros.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from iresflow.core import fixed_point, logdet as logdet_lib, validation
+from iresflow.nn.residual import ContractiveResidual
+from iresflow.nn.spectral import LipschitzConstraint
+
+LOGDET_MODES = ("series", "exact", None)
+
+
+@dataclass(frozen=True)
+class LogDetOptions:
+  """How to compute ``log det(I + J_g)``; hashable, so it can be a static argument.
+
+  Attributes:
+    mode: ``'series'``, ``'exact'`` or ``None``.
+    n_terms: power-series terms (``'series'``).
+    n_probes: Hutchinson probes per example (``'series'``).
+    probe: ``'gaussian'`` or ``'rademacher'``.
+  """
+
+  mode: str | None = "series"
+  n_terms: int = 5
+  n_probes: int = 1
+  probe: str = "gaussian"
+
+  def __post_init__(self):
+    if self.mode not in LOGDET_MODES:
+      raise ValueError(f"logdet: expected one of {LOGDET_MODES}, got {self.mode!r}")
+    validation.check_positive_int(self.n_terms, "n_terms")
+    validation.check_positive_int(self.n_probes, "n_probes")
+    if self.probe not in logdet_lib.PROBES:
+      raise ValueError(f"probe: expected one of {logdet_lib.PROBES}, got {self.probe!r}")
+
+
+@dataclass(frozen=True)
+class InverseOptions:
+  """Stopping rule of the fixed-point inverse (see :func:`fixed_point_inverse`)."""
+
+  atol: float = 1e-6
+  rtol: float = 1e-6
+  max_iters: int = 200
+
+  def __post_init__(self):
+    validation.check_nonnegative(self.atol, "atol")
+    validation.check_nonnegative(self.rtol, "rtol")
+    validation.check_nonnegative_int(self.max_iters, "max_iters")
+
+
+class IResNetBlock(nn.Module):
+  """``F(x) = x + g(x)``; see :class:`ContractiveResidual` for the attributes of ``g``."""
+
+  hidden: int = 64
+  kernel_sizes: Sequence[int] = (3, 1, 3)
+  activation: str = "elu"
+  constraint: LipschitzConstraint = LipschitzConstraint()
+  preactivation: bool = False
+
+  def setup(self):
+    self.g = ContractiveResidual(hidden=self.hidden, kernel_sizes=self.kernel_sizes, activation=self.activation,
+                                 constraint=self.constraint, preactivation=self.preactivation)
+
+  def forward_and_log_det(self, x: jax.Array, logdet: LogDetOptions = LogDetOptions()
+                          ) -> tuple[jax.Array, jax.Array]:
+    """``(F(x), log det J_F(x))`` for a batch ``x`` of shape ``(batch, ...)``; log-det ``(batch,)``."""
+    g = self.g.residual_function(x.shape[1:])
+    if logdet.mode is None:
+      return x + g(x), jnp.zeros((x.shape[0],), x.dtype)
+    if logdet.mode == "exact":
+      gx, value = logdet_lib.exact_logdet(g, x)
+    else:
+      gx, value = logdet_lib.power_series_logdet(
+          g, x, self.make_rng("logdet"), n_terms=logdet.n_terms, n_probes=logdet.n_probes,
+          probe=logdet.probe)
+    return x + gx, value
+
+  def inverse(self, y: jax.Array, options: InverseOptions = InverseOptions()
+              ) -> tuple[jax.Array, fixed_point.FixedPointInfo]:
+    """``(F^{-1}(y), info)`` by Algorithm 1; ``info`` says per example whether it converged."""
+    g = self.g.residual_function(y.shape[1:])
+    return fixed_point.fixed_point_inverse(g, y, atol=options.atol, rtol=options.rtol,
+                                           max_iters=options.max_iters)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    return self.forward_and_log_det(x, LogDetOptions(mode=None))[0]

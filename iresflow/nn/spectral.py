@@ -1,0 +1,177 @@
+"""Spectrally normalised dense and convolutional layers (Sec. 2.1, eq. 2).
+
+Each layer keeps its kernel in ``params`` and the right singular vector ``u`` of its power
+iteration in the ``spectral`` collection, shaped for the operator at the layer's real input shape
+(for a convolution: the per-example ``(H, W, C)`` of its input, so the estimate is the norm of the
+convolution with its padding, not of the reshaped kernel).
+
+``u`` moves only when the layer is applied with ``mutable=['spectral']`` (training): then
+``n_power_iterations`` iterations of the norm estimator (power iteration, or Lanczos with
+``norm_estimator='lanczos'``) run, each step warm-starting from the last. Otherwise ``u`` is
+read-only and ``sigma = ||W u||`` is re-evaluated at it, so evaluation is deterministic. At ``init``,
+``n_init_power_iterations`` iterations give training a good first estimate.
+
+``coeff=None`` turns the normalisation off (an ordinary layer, for the unconstrained ResNet twin).
+
+The layers expose :meth:`normalized_weights`, which returns the normalised ``(kernel, bias)``; blocks
+build their residual function ``g`` from these arrays as a pure function (see ``residual.py``), so
+the core's ``jax.vjp`` and ``lax.while_loop`` never see a Flax module.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from iresflow.core import spectral, validation
+
+Dtype = jnp.dtype
+
+
+NORM_ESTIMATORS = {"power": spectral.power_iteration, "lanczos": spectral.lanczos_iteration}
+
+
+@dataclasses.dataclass(frozen=True)
+class LipschitzConstraint:
+  """How the layers of a residual function are kept contractive (eq. 2).
+
+  Attributes:
+    coeff: target norm ``c`` in (0, 1) of every layer; None for no constraint (the ResNet twin).
+    n_power_iterations: iterations of the norm estimator per training step (Krylov steps for
+      ``'lanczos'``).
+    n_init_power_iterations: iterations at ``init``.
+    norm_estimator: ``'power'`` (power iteration, the paper's) or ``'lanczos'`` (Golub-Kahan-Lanczos,
+      same cost per iteration, much faster when the top singular values are clustered).
+  """
+
+  coeff: float | None = 0.9
+  n_power_iterations: int = 1
+  n_init_power_iterations: int = 50
+  norm_estimator: str = "power"
+
+  def __post_init__(self):
+    if self.coeff is not None:
+      validation.check_coeff(self.coeff)
+    validation.check_nonnegative_int(self.n_power_iterations, "n_power_iterations")
+    validation.check_nonnegative_int(self.n_init_power_iterations, "n_init_power_iterations")
+    if self.norm_estimator not in NORM_ESTIMATORS:
+      raise ValueError(f"norm_estimator: expected one of {sorted(NORM_ESTIMATORS)}, got {self.norm_estimator!r}")
+
+  def layer_kwargs(self) -> dict:
+    """Keyword arguments for :class:`SpectralDense` / :class:`SpectralConv`."""
+    return dataclasses.asdict(self)
+
+
+def conv2d(x: jax.Array, kernel: jax.Array, bias: jax.Array | None = None) -> jax.Array:
+  """Stride-1 ``SAME`` convolution of an NHWC batch with an HWIO kernel."""
+  y = jax.lax.conv_general_dilated(x, kernel, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  return y if bias is None else y + bias
+
+
+def dense(x: jax.Array, kernel: jax.Array, bias: jax.Array | None = None) -> jax.Array:
+  """``x @ kernel + bias`` on a ``(batch, in)`` array."""
+  y = x @ kernel
+  return y if bias is None else y + bias
+
+
+class _SpectralLayer(nn.Module):
+  """Shared machinery: parameters, power-iteration state and eq. (2)."""
+
+  features: int
+  coeff: float | None = 0.9
+  n_power_iterations: int = 1
+  n_init_power_iterations: int = 50
+  norm_estimator: str = "power"
+  use_bias: bool = True
+  kernel_init: nn.initializers.Initializer = nn.initializers.lecun_normal()
+
+  def _kernel_shape(self, input_shape: Sequence[int]) -> tuple[int, ...]:
+    raise NotImplementedError
+
+  def _operator(self, kernel: jax.Array):
+    raise NotImplementedError
+
+  def _check_config(self) -> None:
+    LipschitzConstraint(self.coeff, self.n_power_iterations, self.n_init_power_iterations,
+                        self.norm_estimator)  # validates
+    validation.check_positive_int(self.features, "features")
+
+  @nn.compact
+  def normalized_weights(self, input_shape: Sequence[int]) -> tuple[jax.Array, jax.Array | None]:
+    """The layer's weights after eq. (2), updating the power-iteration state when it is mutable.
+
+    Args:
+      input_shape: per-example input shape: ``(in_features,)`` or ``(H, W, C)``.
+
+    Returns:
+      ``(kernel, bias)`` with ``kernel`` rescaled to estimated norm ``<= coeff``; ``bias`` is None
+      when ``use_bias=False``.
+    """
+    self._check_config()
+    input_shape = tuple(int(n) for n in input_shape)
+    kernel = self.param("kernel", self.kernel_init, self._kernel_shape(input_shape))
+    bias = self.param("bias", nn.initializers.zeros, (self.features,)) if self.use_bias else None
+    if self.coeff is None:
+      return kernel, bias
+    u = self.variable("spectral", "u",
+                      lambda: jax.random.normal(self.make_rng("params"), input_shape, kernel.dtype))
+    if u.value.shape != input_shape:
+      raise ValueError(
+          f"{type(self).__name__} {self.name!r}: initialised for per-example input shape "
+          f"{u.value.shape} but applied to {input_shape}; the power iteration runs on the operator at "
+          "its real input shape, so re-initialise the model for the new shape.")
+    if self.is_initializing():
+      n_iters = self.n_init_power_iterations
+    elif self.is_mutable_collection("spectral"):
+      n_iters = self.n_power_iterations
+    else:
+      n_iters = 0
+    estimate = NORM_ESTIMATORS[self.norm_estimator]
+    sigma, u_new = estimate(self._operator(kernel), u.value, n_iters)
+    if self.is_mutable_collection("spectral"):
+      u.value = u_new
+    return spectral.soft_normalize(kernel, sigma, self.coeff), bias
+
+
+class SpectralDense(_SpectralLayer):
+  """Dense layer ``x @ W + b`` with ``||W||_2 <= coeff`` (estimated by power iteration).
+
+  Input ``(batch, in_features)``, output ``(batch, features)``.
+  """
+
+  def _kernel_shape(self, input_shape):
+    if len(input_shape) != 1:
+      raise ValueError(f"SpectralDense: expected (batch, features) inputs, got per-example shape {input_shape}")
+    return (input_shape[0], self.features)
+
+  def _operator(self, kernel):
+    return lambda u: u @ kernel
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    kernel, bias = self.normalized_weights(x.shape[1:])
+    return dense(x, kernel, bias)
+
+
+class SpectralConv(_SpectralLayer):
+  """Stride-1 ``SAME`` convolution whose operator norm at the input shape is ``<= coeff`` (estimated).
+
+  Input ``(batch, H, W, C)``, output ``(batch, H, W, features)``; any odd or even kernel size, 1x1 too.
+  """
+
+  kernel_size: tuple[int, int] = (3, 3)
+
+  def _kernel_shape(self, input_shape):
+    if len(input_shape) != 3:
+      raise ValueError(f"SpectralConv: expected (batch, H, W, C) inputs, got per-example shape {input_shape}")
+    return tuple(self.kernel_size) + (input_shape[-1], self.features)
+
+  def _operator(self, kernel):
+    return lambda u: conv2d(u[None], kernel)[0]
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    kernel, bias = self.normalized_weights(x.shape[1:])
+    return conv2d(x, kernel, bias)

@@ -1,0 +1,150 @@
+"""Spectral layers, activations, ActNorm, reshapes and the i-ResNet block."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from iresflow.core import logdet as logdet_lib
+from iresflow.nn import (ActNorm, ContractiveResidual, IResNetBlock, InverseOptions, LogDetOptions,
+                         SpectralConv, SpectralDense, injective_pad, lipswish, squeeze, unsqueeze)
+from tests import helpers
+
+
+def _exact_layer_norm(kernel, input_shape):
+  if kernel.ndim == 4:
+    return helpers.exact_norm(lambda u: helpers.conv(u[None], kernel)[0], input_shape)
+  return float(np.linalg.svd(np.asarray(kernel, np.float64), compute_uv=False)[0])
+
+
+@pytest.mark.parametrize("layer,x_shape", [
+    (SpectralDense(5, coeff=0.7, n_init_power_iterations=500), (3, 4)),
+    (SpectralConv(3, kernel_size=(3, 3), coeff=0.7, n_init_power_iterations=500), (2, 5, 5, 2)),
+    (SpectralConv(4, kernel_size=(1, 1), coeff=0.7, n_init_power_iterations=500), (2, 5, 5, 2)),
+])
+def test_spectral_layer_normalises_to_coeff(layer, x_shape):
+  x = jax.random.normal(jax.random.key(0), x_shape)
+  variables = layer.init(jax.random.key(1), x)
+  raw = variables["params"]["kernel"] * 10.0  # make sure the raw norm is far above coeff
+  variables = {"params": {**variables["params"], "kernel": raw}, "spectral": variables["spectral"]}
+  _, state = layer.apply(variables, x, mutable=["spectral"])
+  for _ in range(3):
+    _, state = layer.apply({"params": variables["params"], **state}, x, mutable=["spectral"])
+  variables = {"params": variables["params"], **state}
+  kernel, _ = layer.apply(variables, x_shape[1:], method=layer.normalized_weights)
+  assert _exact_layer_norm(kernel, x_shape[1:]) == pytest.approx(0.7, rel=1e-3)
+  y = layer.apply(variables, x)
+  assert y.shape == x_shape[:-1] + (layer.features,)
+
+
+def test_spectral_state_moves_only_when_mutable():
+  layer = SpectralConv(3, n_init_power_iterations=1)
+  x = jax.random.normal(jax.random.key(0), (2, 4, 4, 2))
+  variables = layer.init(jax.random.key(1), x)
+  y_eval = layer.apply(variables, x)  # read-only: no mutation possible, no error either
+  y_again = layer.apply(variables, x)
+  np.testing.assert_array_equal(y_eval, y_again)
+  _, state = layer.apply(variables, x, mutable=["spectral"])
+  assert not np.allclose(state["spectral"]["u"], variables["spectral"]["u"])
+
+
+def test_unconstrained_layer_has_no_spectral_state():
+  layer = SpectralDense(3, coeff=None)
+  variables = layer.init(jax.random.key(0), jnp.ones((2, 4)))
+  assert "spectral" not in variables
+  kernel = variables["params"]["kernel"]
+  np.testing.assert_allclose(layer.apply(variables, jnp.ones((2, 4))), jnp.ones((2, 4)) @ kernel, rtol=1e-6)
+
+
+def test_conv_layer_applied_at_another_shape_is_an_error():
+  layer = SpectralConv(3)
+  variables = layer.init(jax.random.key(0), jnp.ones((1, 4, 4, 2)))
+  with pytest.raises(ValueError, match="initialised for per-example input shape"):
+    layer.apply(variables, jnp.ones((1, 6, 6, 2)))
+
+
+@pytest.mark.parametrize("coeff", [0.0, 1.0, 1.3, -0.5])
+def test_bad_coeff_raises_at_init(coeff):
+  with pytest.raises(ValueError, match="coeff"):
+    SpectralDense(3, coeff=coeff).init(jax.random.key(0), jnp.ones((1, 2)))
+
+
+def test_lipswish_is_1_lipschitz_for_any_beta():
+  x = jnp.linspace(-20, 20, 20001)
+  for beta in (0.0, 0.5, 1.0, 3.0, 30.0):
+    slope = jax.vmap(jax.grad(lambda t: lipswish(t, beta)))(x)
+    assert float(jnp.max(jnp.abs(slope))) <= 1.0
+
+
+def test_actnorm_data_dependent_init_and_inverse():
+  x = 3.0 + 2.0 * jax.random.normal(jax.random.key(0), (64, 4, 4, 3))
+  norm = ActNorm()
+  variables = norm.init(jax.random.key(1), x)
+  y, logdet = norm.apply(variables, x, method=norm.forward_and_log_det)
+  np.testing.assert_allclose(jnp.mean(y, axis=(0, 1, 2)), 0.0, atol=1e-5)
+  np.testing.assert_allclose(jnp.std(y, axis=(0, 1, 2)), 1.0, atol=1e-4)
+  np.testing.assert_allclose(norm.apply(variables, y, method=norm.inverse), x, atol=1e-5)
+  jac = jax.jacfwd(lambda v: norm.apply(variables, v[None])[0])(x[0]).reshape(48, 48)
+  assert float(logdet[0]) == pytest.approx(float(jnp.linalg.slogdet(jac)[1]), abs=1e-4)
+
+
+def test_squeeze_is_an_invertible_permutation():
+  x = jax.random.normal(jax.random.key(0), (2, 4, 6, 3))
+  y = squeeze(x)
+  assert y.shape == (2, 2, 3, 12)
+  np.testing.assert_array_equal(unsqueeze(y), x)
+  np.testing.assert_array_equal(jnp.sort(y.ravel()), jnp.sort(x.ravel()))
+  np.testing.assert_array_equal(y[0, 0, 0, :3], x[0, 0, 0])  # top-left pixel keeps its channels first
+  with pytest.raises(ValueError, match="divisible"):
+    squeeze(jnp.ones((1, 5, 4, 1)))
+
+
+def test_injective_pad_appends_zero_channels():
+  x = jnp.ones((2, 3, 3, 1))
+  y = injective_pad(x, 3)
+  assert y.shape == (2, 3, 3, 4) and float(jnp.sum(y[..., 1:])) == 0.0
+
+
+def _block_and_variables(x, **kwargs):
+  block = IResNetBlock(**kwargs)
+  variables = block.init(jax.random.key(7), x, method=block.forward_and_log_det)
+  return block, variables
+
+
+@pytest.mark.parametrize("shape,kwargs", [
+    ((4, 6), dict(hidden=16, kernel_sizes=(1, 1, 1), activation="elu")),
+    ((3, 4, 4, 2), dict(hidden=8, activation="lipswish", preactivation=True)),
+    ((3, 4, 4, 2), dict(hidden=8, activation="softplus")),
+])
+def test_block_exact_logdet_round_trip_and_series(shape, kwargs):
+  x = 2.0 * jax.random.normal(jax.random.key(0), shape)
+  block, variables = _block_and_variables(x, **kwargs)
+  y, exact = block.apply(variables, x, LogDetOptions("exact"), method=block.forward_and_log_det)
+  d = math.prod(shape[1:])
+  jac = jax.vmap(jax.jacfwd(lambda v: block.apply(variables, v[None])[0]))(x).reshape(shape[0], d, d)
+  np.testing.assert_allclose(exact, jnp.linalg.slogdet(jac)[1], atol=2e-5)
+  x_back, info = block.apply(variables, y, InverseOptions(atol=1e-6, rtol=1e-6), method=block.inverse)
+  assert bool(jnp.all(info.converged))
+  np.testing.assert_allclose(x_back, x, atol=1e-5)
+  # Series with many probes: within the Theorem 3 bound + 5 standard errors.
+  estimates = jnp.stack([
+      block.apply(variables, x, LogDetOptions("series", n_terms=10, n_probes=500),
+                  method=block.forward_and_log_det, rngs={"logdet": jax.random.key(s)})[1] for s in range(4)])
+  stderr = jnp.std(estimates, axis=0) / 2.0 + 1e-3
+  bound = logdet_lib.series_truncation_bound(0.9 ** len(kwargs.get("kernel_sizes", (3, 1, 3))), d, 10)
+  np.testing.assert_array_less(jnp.abs(jnp.mean(estimates, 0) - exact), bound + 5 * stderr)
+
+
+def test_residual_function_rejects_bad_configuration():
+  with pytest.raises(ValueError, match="activation"):
+    ContractiveResidual(activation="gelu").init(jax.random.key(0), jnp.ones((1, 3)))
+  with pytest.raises(ValueError, match="expected \\(batch, H, W, C\\) images or \\(batch, d\\)"):
+    ContractiveResidual().init(jax.random.key(0), jnp.ones((1, 3, 3)))
+  with pytest.raises(ValueError, match="logdet"):
+    LogDetOptions(mode="hutchinson")
+  with pytest.raises(ValueError, match="n_terms"):
+    LogDetOptions(n_terms=-1)
+  with pytest.raises(ValueError, match="max_iters"):
+    InverseOptions(max_iters=-3)
