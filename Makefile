@@ -16,10 +16,10 @@ $(STAMP): setup.cfg pyproject.toml constraints.txt
 	touch $(STAMP)
 
 test: $(STAMP)
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2
 
 demo: $(STAMP)
-	$(PY) experiments/self_check.py
+	$(PY) experiments/demo.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

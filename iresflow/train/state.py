@@ -1,0 +1,82 @@
+"""Train state and optimizers.
+
+The state is one pytree: step, ``params``, the ``spectral`` collection (norm-estimator vectors,
+updated inside every step), the optax state and an exponential moving average of the parameters.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+
+OPTIMIZERS = ("adam", "adamax", "sgd")
+SCHEDULES = ("constant", "cosine")
+
+
+class TrainState(flax.struct.PyTreeNode):
+  """Everything a step reads and writes; a pytree, so it checkpoints and shards as one."""
+
+  step: jax.Array
+  params: Any
+  spectral: Any
+  opt_state: Any
+  ema_params: Any
+
+  @classmethod
+  def create(cls, variables: dict, optimizer: optax.GradientTransformation) -> "TrainState":
+    params = variables["params"]
+    return cls(step=jnp.asarray(0, jnp.int32), params=params, spectral=variables.get("spectral", {}),
+               opt_state=optimizer.init(params), ema_params=jax.tree.map(jnp.copy, params))
+
+  def variables(self, use_ema: bool = False) -> dict:
+    """Flax variables for ``model.apply``: EMA or live parameters, with the spectral state."""
+    variables = {"params": self.ema_params if use_ema else self.params}
+    if self.spectral:
+      variables["spectral"] = self.spectral
+    return variables
+
+
+def create_optimizer(name: str, learning_rate: float, *, num_steps: int, warmup_steps: int = 0,
+                     schedule: str = "constant", grad_clip: float | None = None, weight_decay: float = 0.0,
+                     momentum: float = 0.9) -> optax.GradientTransformation:
+  """An optax chain: optional global-norm clipping, weight decay, the optimizer with warm-up and schedule.
+
+  Args:
+    name: ``'adam'``, ``'adamax'`` (the i-ResNet paper's) or ``'sgd'`` (Nesterov momentum).
+    learning_rate: peak learning rate.
+    num_steps: total steps (for the cosine schedule).
+    warmup_steps: linear warm-up from 0.
+    schedule: ``'constant'`` or ``'cosine'`` after warm-up.
+    grad_clip: maximum global gradient norm, or None.
+    weight_decay: L2 weight decay added to the gradient (SGD) / decoupled (Adam: AdamW-style).
+    momentum: SGD momentum.
+  """
+  if name not in OPTIMIZERS:
+    raise ValueError(f"optimizer: expected one of {OPTIMIZERS}, got {name!r}")
+  if schedule not in SCHEDULES:
+    raise ValueError(f"schedule: expected one of {SCHEDULES}, got {schedule!r}")
+  if not learning_rate > 0:
+    raise ValueError(f"learning_rate: expected a positive number, got {learning_rate}")
+  if schedule == "cosine":
+    lr = optax.warmup_cosine_decay_schedule(0.0, learning_rate, max(warmup_steps, 1), max(num_steps, warmup_steps + 1))
+  elif warmup_steps:
+    lr = optax.join_schedules([optax.linear_schedule(0.0, learning_rate, warmup_steps),
+                               optax.constant_schedule(learning_rate)], [warmup_steps])
+  else:
+    lr = learning_rate
+  parts = []
+  if grad_clip:
+    parts.append(optax.clip_by_global_norm(grad_clip))
+  if weight_decay:
+    parts.append(optax.add_decayed_weights(weight_decay))
+  if name == "adam":
+    parts.append(optax.adam(lr))
+  elif name == "adamax":
+    parts.append(optax.adamax(lr))
+  else:
+    parts.append(optax.sgd(lr, momentum=momentum, nesterov=True))
+  return optax.chain(*parts)

@@ -1,0 +1,117 @@
+"""The training job: outputs, TFDS (mock) data, resume, NaN stop, bad configuration."""
+
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from iresflow.train import TrainingDivergedError, default_config, train_and_evaluate
+from iresflow.train.checkpoint import Checkpointer
+
+
+def tiny_density_config(**overrides):
+  config = default_config()
+  config.dataset = "digits"
+  config.model = dict(stages=(1, 1), hidden=8, coeff=0.9, activation="elu")
+  config.batch_size = 16
+  config.num_steps = 6
+  config.log_every = 2
+  config.checkpoint_every = 3
+  config.progress = False
+  config.eval_batch_size = 32
+  config.num_eval_examples = 32
+  config.num_samples = 4
+  config.warmup_steps = 2
+  config.eval_refresh_iterations = 1
+  for key, value in overrides.items():
+    config[key] = value
+  return config
+
+
+def _read_jsonl(path):
+  with open(path) as f:
+    return [json.loads(line) for line in f]
+
+
+def test_density_run_writes_metrics_results_certificate_and_figures(tmp_path):
+  results = train_and_evaluate(tiny_density_config(), str(tmp_path))
+  for name in ("metrics.jsonl", "results.json", "certificate.json", "samples.png", "reconstructions.png"):
+    assert (tmp_path / name).exists(), name
+  assert results["certified"] and results["inverse_not_converged"] == 0
+  assert results["reconstruction_max_abs_error"] < 1e-4
+  assert "exact log-det" in results["estimator"]
+  assert 0 < results["test_bits_per_dim"] < 8
+  records = _read_jsonl(tmp_path / "metrics.jsonl")
+  assert [r["step"] for r in records if r["split"] == "train"] == [2, 4, 6]
+  assert all(np.isfinite(r["loss"]) for r in records if r["split"] == "train")
+
+
+def test_resume_continues_to_the_same_result(tmp_path):
+  config = tiny_density_config(num_steps=6, checkpoint_every=0)
+  straight = train_and_evaluate(config, str(tmp_path / "straight"))
+  # A run stopped after 3 steps (its final checkpoint is step 3), then restarted for the full 6.
+  train_and_evaluate(tiny_density_config(num_steps=3, checkpoint_every=0), str(tmp_path / "resumed"))
+  resumed = train_and_evaluate(config, str(tmp_path / "resumed"))
+  assert resumed["test_bits_per_dim"] == pytest.approx(straight["test_bits_per_dim"], rel=1e-6)
+  losses = lambda d: {r["step"]: r["loss"] for r in _read_jsonl(tmp_path / d / "metrics.jsonl")
+                      if r["split"] == "train"}
+  straight_losses, resumed_losses = losses("straight"), losses("resumed")
+  assert set(straight_losses) <= set(resumed_losses)  # the stopped run also logged its last step
+  for step, loss in straight_losses.items():
+    assert resumed_losses[step] == pytest.approx(loss, rel=1e-6), step
+
+
+def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
+  config = tiny_density_config(num_steps=40, checkpoint_every=1, learning_rate=1e12, grad_clip=None,
+                               warmup_steps=0, optimizer="sgd")
+  with pytest.raises(TrainingDivergedError, match=r"step \d+: the loss or the gradients are not finite") as info:
+    train_and_evaluate(config, str(tmp_path))
+  failed_step = int(str(info.value).split(":")[0].split()[-1])
+  checkpointer = Checkpointer(str(tmp_path / "checkpoints"))
+  assert checkpointer.latest_step() == failed_step  # every step before the bad one was saved
+  checkpointer.close()
+
+
+def test_tfds_mock_data_trains(tmp_path):
+  config = tiny_density_config(dataset="mnist", num_steps=2, checkpoint_every=0, logit_alpha=1e-6)
+  config.model = dict(stages=(1,), hidden=4, coeff=0.9)
+  config.eval_logdet = dict(mode="series", n_terms=3, n_probes=1, probe="gaussian")
+  with tfds.testing.mock_data(num_examples=32):
+    results = train_and_evaluate(config, str(tmp_path))
+  assert "Theorem 3" in results["estimator"] and results["truncation_bias_bound"] > 0
+  assert np.isfinite(results["test_bits_per_dim"])
+
+
+def test_classifier_and_toy_runs(tmp_path):
+  config = tiny_density_config(task="classification", augment_padding=1, ema_decay=0.0)
+  config.model = dict(stages=(1, 1), hidden=8, injective_padding=1, coeff=0.9)
+  results = train_and_evaluate(config, str(tmp_path / "classifier"))
+  assert 0.0 <= results["test_accuracy"] <= 1.0 and results["certified"]
+
+  config = tiny_density_config(dataset="moons", batch_size=64, toy_train_size=256, toy_test_size=64)
+  config.model = dict(stages=(), fc_blocks=2, fc_hidden=16, activation="lipswish")
+  results = train_and_evaluate(config, str(tmp_path / "toy"))
+  assert np.isfinite(results["test_nll"]) and (tmp_path / "toy" / "density.png").exists()
+
+
+@pytest.mark.parametrize("overrides,match", [
+    (dict(dataset="imagenet"), "config.dataset"),
+    (dict(task="regression"), "config.task"),
+    (dict(num_steps=0), "config.num_steps"),
+    (dict(ema_decay=1.0), "config.ema_decay"),
+    (dict(task="classification", dataset="moons"), "config.dataset"),
+    (dict(optimizer="lion"), "optimizer"),
+])
+def test_bad_configuration_is_named(tmp_path, overrides, match):
+  with pytest.raises(ValueError, match=match):
+    train_and_evaluate(tiny_density_config(**overrides), str(tmp_path))
+
+
+def test_unwritable_workdir_is_named(tmp_path):
+  blocker = tmp_path / "file"
+  blocker.write_text("not a directory")
+  with pytest.raises(ValueError, match="workdir"):
+    train_and_evaluate(tiny_density_config(), str(blocker / "run"))
