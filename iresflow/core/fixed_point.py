@@ -13,6 +13,7 @@ and reports for every example whether it got there.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Callable, NamedTuple
 
@@ -39,41 +40,8 @@ def _per_example_max_abs(x: jax.Array) -> jax.Array:
   return jnp.max(jnp.abs(x.reshape(x.shape[0], -1)), axis=1)
 
 
-def fixed_point_inverse(
-    g: Callable[[jax.Array], jax.Array],
-    y: jax.typing.ArrayLike,
-    *,
-    atol: float = 1e-6,
-    rtol: float = 1e-6,
-    max_iters: int = 200,
-) -> tuple[jax.Array, FixedPointInfo]:
-  """Solves ``x + g(x) = y`` for ``x`` by the fixed-point iteration of Algorithm 1.
-
-  The loop is a ``lax.while_loop`` (jittable, vmappable) that ends when every example has converged
-  or after ``max_iters`` updates. A converged example is frozen: its result does not depend on the
-  other examples in the batch (as long as ``g`` acts on each example separately). Examples that did
-  not converge are returned as they are and flagged in ``info.converged``; nothing is hidden.
-
-  Each iteration costs one evaluation of ``g`` on the batch; the residual is computed from that same
-  evaluation, so the reported ``residual`` is exact for the returned ``x``.
-
-  Args:
-    g: the residual function, mapping a batch ``(batch, ...)`` to the same shape, contractive.
-    y: block outputs, shape ``(batch, ...)``, floating point.
-    atol: absolute tolerance on the per-example max-abs residual.
-    rtol: tolerance relative to the per-example ``max |y|``.
-    max_iters: maximum number of updates (>= 0).
-
-  Returns:
-    ``(x, info)``: ``x`` of ``y``'s shape and dtype, and a :class:`FixedPointInfo`.
-  """
-  y = jnp.asarray(y)
-  validation.check_min_rank(y, 1, "y", " with a leading batch axis")
-  validation.check_floating(y, "y")
-  validation.check_nonnegative(atol, "atol")
-  validation.check_nonnegative(rtol, "rtol")
-  validation.check_nonnegative_int(max_iters, "max_iters")
-
+def _solve(g, y, atol, rtol, max_iters) -> tuple[jax.Array, FixedPointInfo]:
+  """The loop of Algorithm 1: ``x_{k+1} = y - g(x_k)`` from ``x_0 = y``, stopping per example."""
   batch_shape = (y.shape[0],) + (1,) * (y.ndim - 1)
   tolerance = atol + rtol * _per_example_max_abs(y)
 
@@ -99,6 +67,80 @@ def fixed_point_inverse(
   init = (jnp.asarray(0, jnp.int32), y, gy, residual_of(y, gy), jnp.zeros(y.shape[0], jnp.int32))
   _, x, _, residual, iterations = jax.lax.while_loop(cond, body, init)
   return x, FixedPointInfo(iterations, residual, residual <= tolerance)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
+def _implicit_solve(g_with_consts, options, y, consts):
+  return _solve(lambda x: g_with_consts(x, *consts), y, *options)
+
+
+def _implicit_solve_fwd(g_with_consts, options, y, consts):
+  x, info = _implicit_solve(g_with_consts, options, y, consts)
+  return (x, info), (x, consts)
+
+
+def _implicit_solve_bwd(g_with_consts, options, residuals, cotangents):
+  """Implicit function theorem at ``x + g(x) = y``: ``a^T (I + J_g) = x_bar^T``, solved by ``a = x_bar - J_g^T a``.
+
+  Then ``y_bar = a`` and the parameters of ``g`` get ``-a^T dg/dtheta``. The adjoint iteration is a
+  contraction with the same ``Lip(g) < 1``, so it converges like the forward one; it uses the same
+  tolerances.
+  """
+  x, consts = residuals
+  x_bar = cotangents[0]
+  _, vjp_x = jax.vjp(lambda x: g_with_consts(x, *consts), x)
+  atol, rtol, max_iters = options
+  adjoint_g = lambda a: vjp_x(a)[0]
+  a, _ = _solve(adjoint_g, x_bar, atol, rtol, max_iters)
+  _, vjp_consts = jax.vjp(lambda c: g_with_consts(x, *c), consts)
+  (consts_bar,) = vjp_consts(-a)
+  return a, consts_bar
+
+
+_implicit_solve.defvjp(_implicit_solve_fwd, _implicit_solve_bwd)
+
+
+def fixed_point_inverse(
+    g: Callable[[jax.Array], jax.Array],
+    y: jax.typing.ArrayLike,
+    *,
+    atol: float = 1e-6,
+    rtol: float = 1e-6,
+    max_iters: int = 200,
+) -> tuple[jax.Array, FixedPointInfo]:
+  """Solves ``x + g(x) = y`` for ``x`` by the fixed-point iteration of Algorithm 1.
+
+  The loop is a ``lax.while_loop`` (jittable, vmappable) that ends when every example has converged
+  or after ``max_iters`` updates. A converged example is frozen: its result does not depend on the
+  other examples in the batch (as long as ``g`` acts on each example separately). Examples that did
+  not converge are returned as they are and flagged in ``info.converged``; nothing is hidden.
+
+  Each iteration costs one evaluation of ``g`` on the batch; the residual is computed from that same
+  evaluation, so the reported ``residual`` is exact for the returned ``x``.
+
+  Differentiable by implicit differentiation (``jax.custom_vjp``), never by backpropagating through
+  the loop: the gradient with respect to ``y`` and to whatever ``g`` closes over (its parameters)
+  solves the adjoint fixed point ``a = x_bar - J_g(x)^T a`` with the same tolerances. This allows
+  training through the inverse (sampling direction) and solving inverse problems.
+
+  Args:
+    g: the residual function, mapping a batch ``(batch, ...)`` to the same shape, contractive.
+    y: block outputs, shape ``(batch, ...)``, floating point.
+    atol: absolute tolerance on the per-example max-abs residual.
+    rtol: tolerance relative to the per-example ``max |y|``.
+    max_iters: maximum number of updates (>= 0).
+
+  Returns:
+    ``(x, info)``: ``x`` of ``y``'s shape and dtype, and a :class:`FixedPointInfo`.
+  """
+  y = jnp.asarray(y)
+  validation.check_min_rank(y, 1, "y", " with a leading batch axis")
+  validation.check_floating(y, "y")
+  validation.check_nonnegative(atol, "atol")
+  validation.check_nonnegative(rtol, "rtol")
+  validation.check_nonnegative_int(max_iters, "max_iters")
+  g_with_consts, consts = jax.closure_convert(g, y)
+  return _implicit_solve(g_with_consts, (float(atol), float(rtol), int(max_iters)), y, tuple(consts))
 
 
 def banach_iterations(lipschitz: float, first_step: float, tolerance: float) -> int:

@@ -10,6 +10,10 @@ products of one ``jax.vjp`` of ``g``. Truncation biases the estimate; Theorem 3 
 ``-d (ln(1 - L) + sum_{k<=n} L^k / k)``, and Lemma 7 brackets the value itself by
 ``d ln(1 - L) <= ln det <= d ln(1 + L)``.
 
+Beyond the paper (Residual Flows, Chen et al. 2019): :func:`roulette_logdet` is unbiased (Russian
+roulette over the number of terms), and the Neumann-series gradient of ``gradient='neumann'`` keeps
+memory flat in the number of terms.
+
 All estimators take a batched residual function ``g: (batch, ...) -> (batch, ...)`` that treats
 each example separately, and return ``(g(x), logdet)`` with ``logdet`` of shape ``(batch,)``:
 ``g(x)`` falls out of the same ``jax.vjp`` and the block needs it for ``y = x + g(x)``.
@@ -61,6 +65,41 @@ def _check_batched_input(x: jax.Array) -> None:
   validation.check_floating(x, "x")
 
 
+GRADIENTS = ("backprop", "neumann")
+
+
+def _series_loop(vjp_fn, v: jax.Array, n_terms, term_weight, neumann: bool):
+  """Runs ``w^T <- w^T J_g`` for ``k = 1..n_terms`` and accumulates the weighted series.
+
+  Returns ``(value, neumann_w)``: ``value[probe, example] = sum_k (-1)^{k+1} c_k v^T J^k v / k`` and,
+  if ``neumann``, ``neumann_w = sum_{k=0}^{n-1} (-1)^k c_{k+1} v^T J^k`` (else None), where ``c_k`` is
+  ``term_weight(k)``. ``n_terms`` may be traced (then the loop is a ``while_loop``).
+  """
+  dtype = v.dtype
+  vector_jacobian = jax.vmap(lambda w: vjp_fn(w)[0])
+
+  def add_term(k, carry):
+    w, value, neumann_w = carry
+    weight = term_weight(k).astype(dtype)
+    sign = jnp.where(k % 2 == 1, 1.0, -1.0).astype(dtype)
+    if neumann:
+      neumann_w = neumann_w + sign * weight * w  # (-1)^{k-1} c_k v^T J^{k-1}
+    w = vector_jacobian(w)  # v^T J^k
+    return w, value + sign * weight / k * _per_example_dot(w, v, 2), neumann_w
+
+  value = jnp.zeros(v.shape[:2], dtype)
+  carry = (v, value, jnp.zeros_like(v) if neumann else None)
+  _, value, neumann_w = jax.lax.fori_loop(1, n_terms + 1, add_term, carry)
+  return value, neumann_w
+
+
+def _with_neumann_gradient(vjp_fn, v, value, neumann_w):
+  """``value`` forward; backward the gradient of ``w^T J_g v`` (Chen et al. 2019, eq. 8)."""
+  vector_jacobian = jax.vmap(lambda w: vjp_fn(w)[0])
+  surrogate = _per_example_dot(vector_jacobian(jax.lax.stop_gradient(neumann_w)), v, 2)
+  return jax.lax.stop_gradient(value) + surrogate - jax.lax.stop_gradient(surrogate)
+
+
 def power_series_logdet(
     g: ResidualFn,
     x: jax.typing.ArrayLike,
@@ -69,16 +108,24 @@ def power_series_logdet(
     n_terms: int,
     n_probes: int = 1,
     probe: str = "gaussian",
+    gradient: str = "backprop",
 ) -> tuple[jax.Array, jax.Array]:
   """Truncated power-series estimate of ``ln det(I + J_g(x))`` per example (Algorithm 2, eq. 5).
 
   ``PS(J_g, n) = sum_{k=1}^{n} (-1)^{k+1} v^T J_g^k v / k``, averaged over ``n_probes`` probes. The
   ``n_terms`` vector-Jacobian products run in a ``lax.fori_loop`` (one traced copy of ``g``'s
-  backward pass, whatever ``n_terms`` is). Differentiable: gradients flow through every term, so
-  memory grows with ``n_terms`` under ``jax.grad``.
+  backward pass, whatever ``n_terms`` is).
 
   The estimate is unbiased for the truncated series ``PS(J_g, n)`` and biased for ``ln det`` by at
   most :func:`series_truncation_bound`.
+
+  Gradients:
+
+  * ``'backprop'``: through every term (the paper's); memory grows with ``n_terms``.
+  * ``'neumann'`` (Residual Flows, Chen et al. 2019, Sec. 3.2): ``d ln det = tr((I + J)^{-1} dJ)``
+    ``= sum_k (-1)^k tr(J^k dJ)``. The series runs without gradient; the gradient is that of the
+    surrogate ``w^T J_g v`` with ``w^T = sum_{k<n} (-1)^k v^T J_g^k`` held constant, so memory stays
+    flat in ``n_terms``. The returned value is still the series.
 
   Args:
     g: batched residual function, ``(batch, ...) -> (batch, ...)``, one example at a time.
@@ -87,6 +134,7 @@ def power_series_logdet(
     n_terms: number of series terms ``n >= 1``.
     n_probes: number of Hutchinson probes per example ``>= 1``.
     probe: ``'gaussian'`` or ``'rademacher'``.
+    gradient: ``'backprop'`` or ``'neumann'``.
 
   Returns:
     ``(g(x), logdet)`` with ``logdet`` of shape ``(batch,)``.
@@ -95,19 +143,113 @@ def power_series_logdet(
   _check_batched_input(x)
   validation.check_positive_int(n_terms, "n_terms")
   validation.check_positive_int(n_probes, "n_probes")
+  if gradient not in GRADIENTS:
+    raise ValueError(f"gradient: expected one of {GRADIENTS}, got {gradient!r}")
   gx, vjp_fn = jax.vjp(g, x)
   v = sample_probes(key, (n_probes,) + x.shape, x.dtype, probe)
-  vector_jacobian = jax.vmap(lambda w: vjp_fn(w)[0])
+  ones = lambda k: jnp.ones((), x.dtype)
+  if gradient == "backprop":
+    value, _ = _series_loop(vjp_fn, v, n_terms, ones, neumann=False)
+  else:
+    value, neumann_w = _series_loop(jax.lax.stop_gradient(vjp_fn), v, n_terms, ones, neumann=True)
+    value = _with_neumann_gradient(vjp_fn, v, value, neumann_w)
+  return gx, jnp.mean(value, axis=0)
 
-  def add_term(k, carry):
-    w, total = carry
-    w = vector_jacobian(w)  # w^T <- w^T J_g, i.e. v^T J_g^k
-    sign = jnp.where(k % 2 == 1, 1.0, -1.0).astype(x.dtype)
-    return w, total + sign / k * _per_example_dot(w, v, 2)
 
-  total = jnp.zeros((n_probes, x.shape[0]), x.dtype)
-  _, total = jax.lax.fori_loop(1, n_terms + 1, add_term, (v, total))
-  return gx, jnp.mean(total, axis=0)
+ROULETTE_DISTRIBUTIONS = ("geometric", "poisson")
+
+
+def roulette_tail_probability(j: jax.Array, distribution: str, parameter: float) -> jax.Array:
+  """``P(M >= j)`` for the number ``M`` of extra terms of the Russian-roulette estimator.
+
+  Args:
+    j: term index beyond the exact ones, ``j >= 1`` (array).
+    distribution: ``'geometric'`` (``P(M = m) = p (1 - p)^m``, ``m >= 0``, so ``P(M >= j) = (1 - p)^j``)
+      or ``'poisson'`` (``M ~ Poisson(lambda)``, ``P(M >= j)`` = the regularised lower incomplete
+      gamma function ``P(j, lambda)``).
+    parameter: ``p`` in (0, 1) or ``lambda > 0``.
+  """
+  j = jnp.asarray(j, jnp.float32)
+  if distribution == "geometric":
+    return (1.0 - parameter) ** j
+  return jnp.where(j <= 0, 1.0, jax.scipy.special.gammainc(jnp.maximum(j, 1.0), parameter))
+
+
+def roulette_logdet(
+    g: ResidualFn,
+    x: jax.typing.ArrayLike,
+    key: jax.Array,
+    *,
+    n_exact_terms: int = 2,
+    distribution: str = "geometric",
+    geometric_p: float = 0.5,
+    poisson_rate: float = 2.0,
+    max_terms: int = 100,
+    n_probes: int = 1,
+    probe: str = "gaussian",
+) -> tuple[jax.Array, jax.Array]:
+  """Unbiased Russian-roulette estimate of ``ln det(I + J_g(x))`` (Residual Flows, Chen et al. 2019).
+
+  The first ``n_exact_terms`` terms of eq. (4) are always computed; then ``M`` more, with ``M`` drawn
+  from ``distribution`` once per call, each extra term ``n_exact + j`` reweighted by
+  ``1 / P(M >= j)``. The expectation over ``M`` and the probes is the infinite series, i.e. the exact
+  log-det: no truncation bias. The terms run in a ``while_loop`` that stops after
+  ``n_exact_terms + M`` terms; gradients are always the Neumann-series ones (see
+  :func:`power_series_logdet`), with the same roulette weights, so they are unbiased too and memory
+  does not grow with ``M``.
+
+  The cap: at most ``max_terms`` terms are computed, i.e. ``M`` is clipped at
+  ``max_terms - n_exact_terms``. That restores a bias of at most the Theorem 3 bound at
+  ``max_terms`` terms, times the probability of reaching the cap (``(1 - p)^{max - n_exact}`` for the
+  geometric); with the defaults it is below float32 resolution.
+
+  Args:
+    g: batched residual function.
+    x: inputs, shape ``(batch, ...)``.
+    key: PRNG key (probes and ``M``).
+    n_exact_terms: terms always computed (``>= 1``; Residual Flows use 2).
+    distribution: ``'geometric'`` or ``'poisson'``.
+    geometric_p: success probability ``p`` of the geometric distribution (mean extra terms ``(1-p)/p``).
+    poisson_rate: ``lambda`` of the Poisson distribution (mean extra terms).
+    max_terms: cap on the total number of terms (``>= n_exact_terms``).
+    n_probes: Hutchinson probes per example.
+    probe: ``'gaussian'`` or ``'rademacher'``.
+
+  Returns:
+    ``(g(x), logdet)`` with ``logdet`` of shape ``(batch,)``.
+  """
+  x = jnp.asarray(x)
+  _check_batched_input(x)
+  validation.check_positive_int(n_exact_terms, "n_exact_terms")
+  validation.check_positive_int(n_probes, "n_probes")
+  validation.check_positive_int(max_terms, "max_terms")
+  if max_terms < n_exact_terms:
+    raise ValueError(f"max_terms: expected >= n_exact_terms ({n_exact_terms}), got {max_terms}")
+  if distribution == "geometric":
+    if not 0.0 < geometric_p < 1.0:
+      raise ValueError(f"geometric_p: expected a probability in (0, 1), got {geometric_p}")
+    parameter = geometric_p
+  elif distribution == "poisson":
+    if not poisson_rate > 0:
+      raise ValueError(f"poisson_rate: expected a positive number, got {poisson_rate}")
+    parameter = poisson_rate
+  else:
+    raise ValueError(f"distribution: expected one of {ROULETTE_DISTRIBUTIONS}, got {distribution!r}")
+  probe_key, count_key = jax.random.split(key)
+  if distribution == "geometric":
+    extra = jax.random.geometric(count_key, geometric_p) - 1  # jax's geometric counts trials, >= 1
+  else:
+    extra = jax.random.poisson(count_key, poisson_rate)
+  n_terms = n_exact_terms + jnp.minimum(extra, max_terms - n_exact_terms)
+
+  def term_weight(k):
+    j = k - n_exact_terms
+    return jnp.where(j <= 0, 1.0, 1.0 / roulette_tail_probability(j, distribution, parameter))
+
+  gx, vjp_fn = jax.vjp(g, x)
+  v = sample_probes(probe_key, (n_probes,) + x.shape, x.dtype, probe)
+  value, neumann_w = _series_loop(jax.lax.stop_gradient(vjp_fn), v, n_terms, term_weight, neumann=True)
+  return gx, jnp.mean(_with_neumann_gradient(vjp_fn, v, value, neumann_w), axis=0)
 
 
 def exact_series(g: ResidualFn, x: jax.typing.ArrayLike, n_terms: int) -> jax.Array:

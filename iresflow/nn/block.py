@@ -9,7 +9,9 @@ The log-det estimator is chosen per call, so one set of variables can train with
 and evaluate with an exact or longer one:
 
 * ``logdet='series'``: ``n_terms`` terms, ``n_probes`` Hutchinson probes; draws from the ``'logdet'``
-  RNG stream (``rngs={'logdet': key}``; Flax falls back to ``'params'`` at ``init``).
+  RNG stream (``rngs={'logdet': key}``; Flax falls back to ``'params'`` at ``init``). Gradient by
+  backprop through the terms or, with ``gradient='neumann'``, the memory-flat Neumann series.
+* ``logdet='roulette'``: the unbiased Russian-roulette estimator of Residual Flows.
 * ``logdet='exact'``: ``jax.jacfwd`` + ``slogdet``; small inputs only.
 * ``logdet=None``: no log-det (classification); returns zeros.
 """
@@ -27,7 +29,7 @@ from iresflow.core import fixed_point, logdet as logdet_lib, validation
 from iresflow.nn.residual import ContractiveResidual
 from iresflow.nn.spectral import LipschitzConstraint
 
-LOGDET_MODES = ("series", "exact", None)
+LOGDET_MODES = ("series", "roulette", "exact", None)
 
 
 @dataclass(frozen=True)
@@ -35,16 +37,27 @@ class LogDetOptions:
   """How to compute ``log det(I + J_g)``; hashable, so it can be a static argument.
 
   Attributes:
-    mode: ``'series'``, ``'exact'`` or ``None``.
+    mode: ``'series'`` (truncated, Algorithm 2), ``'roulette'`` (unbiased, Residual Flows),
+      ``'exact'`` or ``None``.
     n_terms: power-series terms (``'series'``).
-    n_probes: Hutchinson probes per example (``'series'``).
+    n_probes: Hutchinson probes per example (``'series'``, ``'roulette'``).
     probe: ``'gaussian'`` or ``'rademacher'``.
+    gradient: ``'backprop'`` (through every term) or ``'neumann'`` (memory flat in the number of
+      terms) for ``'series'``; ``'roulette'`` always uses ``'neumann'``.
+    n_exact_terms, distribution, geometric_p, poisson_rate, max_terms: the roulette estimator's
+      settings (see :func:`iresflow.core.logdet.roulette_logdet`).
   """
 
   mode: str | None = "series"
   n_terms: int = 5
   n_probes: int = 1
   probe: str = "gaussian"
+  gradient: str = "backprop"
+  n_exact_terms: int = 2
+  distribution: str = "geometric"
+  geometric_p: float = 0.5
+  poisson_rate: float = 2.0
+  max_terms: int = 100
 
   def __post_init__(self):
     if self.mode not in LOGDET_MODES:
@@ -53,6 +66,13 @@ class LogDetOptions:
     validation.check_positive_int(self.n_probes, "n_probes")
     if self.probe not in logdet_lib.PROBES:
       raise ValueError(f"probe: expected one of {logdet_lib.PROBES}, got {self.probe!r}")
+    if self.gradient not in logdet_lib.GRADIENTS:
+      raise ValueError(f"gradient: expected one of {logdet_lib.GRADIENTS}, got {self.gradient!r}")
+    if self.distribution not in logdet_lib.ROULETTE_DISTRIBUTIONS:
+      raise ValueError(f"distribution: expected one of {logdet_lib.ROULETTE_DISTRIBUTIONS}, "
+                       f"got {self.distribution!r}")
+    validation.check_positive_int(self.n_exact_terms, "n_exact_terms")
+    validation.check_positive_int(self.max_terms, "max_terms")
 
 
 @dataclass(frozen=True)
@@ -90,15 +110,23 @@ class IResNetBlock(nn.Module):
       return x + g(x), jnp.zeros((x.shape[0],), x.dtype)
     if logdet.mode == "exact":
       gx, value = logdet_lib.exact_logdet(g, x)
-    else:
+    elif logdet.mode == "series":
       gx, value = logdet_lib.power_series_logdet(
           g, x, self.make_rng("logdet"), n_terms=logdet.n_terms, n_probes=logdet.n_probes,
-          probe=logdet.probe)
+          probe=logdet.probe, gradient=logdet.gradient)
+    else:
+      gx, value = logdet_lib.roulette_logdet(
+          g, x, self.make_rng("logdet"), n_exact_terms=logdet.n_exact_terms, distribution=logdet.distribution,
+          geometric_p=logdet.geometric_p, poisson_rate=logdet.poisson_rate, max_terms=logdet.max_terms,
+          n_probes=logdet.n_probes, probe=logdet.probe)
     return x + gx, value
 
   def inverse(self, y: jax.Array, options: InverseOptions = InverseOptions()
               ) -> tuple[jax.Array, fixed_point.FixedPointInfo]:
-    """``(F^{-1}(y), info)`` by Algorithm 1; ``info`` says per example whether it converged."""
+    """``(F^{-1}(y), info)`` by Algorithm 1; ``info`` says per example whether it converged.
+
+    Differentiable (implicit differentiation): gradients flow to ``y`` and to the parameters.
+    """
     g = self.g.residual_function(y.shape[1:])
     return fixed_point.fixed_point_inverse(g, y, atol=options.atol, rtol=options.rtol,
                                            max_iters=options.max_iters)

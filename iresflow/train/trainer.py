@@ -262,6 +262,11 @@ def _evaluate_density(config, model, state, data, preprocessing, mesh, eval_key,
   results[metric] = test_loss
   if logdet.mode == "exact":
     results["estimator"] = "exact log-det (jax.jacfwd + slogdet): no estimator bias"
+  elif logdet.mode == "roulette":
+    results["estimator"] = (f"unbiased Russian-roulette series ({logdet.n_exact_terms} exact terms, "
+                            f"{logdet.distribution}, at most {logdet.max_terms} terms), {logdet.n_probes} probes")
+  elif logdet.mode is None:
+    raise ValueError("config.eval_logdet.mode: a density needs a log-det; use 'exact', 'series' or 'roulette'")
   else:
     # Theorem 3 with the certified Lip(g) of each block, each block's dimension at most D.
     bias = sum(series_truncation_bound(min(b.lipschitz_bound, 1 - 1e-9), dim, logdet.n_terms)
