@@ -69,6 +69,9 @@ class IResNetFlow(nn.Module):
     initial_squeeze: squeeze the input before the first stage (``C -> 4C``).
     factor_out: after each squeeze between stages, send half the channels to the prior.
     prior: ``'normal'`` (standard normal) or ``'learned'`` (diagonal Gaussian with learned mean/scale).
+    num_classes: if > 0, a hybrid model (Nalisnick et al. 2019; Residual Flows Sec. 5): a linear
+      classifier on the latent ``z`` (:meth:`log_prob_and_logits`); train with
+      ``bits/dim + lambda * cross-entropy``. The flow stays a density model of ``x`` alone.
   """
 
   data_shape: Sequence[int]
@@ -88,6 +91,7 @@ class IResNetFlow(nn.Module):
   initial_squeeze: bool = True
   factor_out: bool = False
   prior: str = "normal"
+  num_classes: int = 0
 
   # ----------------------------------------------------------------------------------- structure
   def _check_config(self) -> None:
@@ -142,6 +146,8 @@ class IResNetFlow(nn.Module):
     self.fc_step = (FlowStep(hidden=self.fc_hidden, kernel_sizes=(1,) * self.fc_layers, **common)
                     if self.fc_blocks else None)
     dim = math.prod(self.data_shape)
+    validation.check_nonnegative_int(self.num_classes, "num_classes")
+    self.classifier_head = nn.Dense(self.num_classes, name="classifier_head") if self.num_classes else None
     if self.prior == "learned":
       self.prior_mean = self.param("prior_mean", nn.initializers.zeros, (dim,))
       self.prior_log_scale = self.param("prior_log_scale", nn.initializers.zeros, (dim,))
@@ -218,6 +224,14 @@ class IResNetFlow(nn.Module):
     z, total = self.forward_and_log_det(x, logdet)
     return self.prior_log_prob(z) + total
 
+  def log_prob_and_logits(self, x: jax.Array, logdet: LogDetOptions = LogDetOptions()
+                          ) -> tuple[jax.Array, jax.Array]:
+    """Hybrid model: ``(log p(x), class logits)`` from one forward pass; needs ``num_classes > 0``."""
+    if self.classifier_head is None:
+      raise ValueError("num_classes: log_prob_and_logits needs a hybrid model (num_classes > 0)")
+    z, total = self.forward_and_log_det(x, logdet)
+    return self.prior_log_prob(z) + total, self.classifier_head(z)
+
   def sample_prior(self, n: int) -> jax.Array:
     """``n`` flat latents from the prior; draws from the ``'sample'`` RNG stream."""
     validation.check_positive_int(n, "n")
@@ -230,5 +244,8 @@ class IResNetFlow(nn.Module):
     """``n`` samples ``F^{-1}(z)``, ``z ~ prior``, of shape ``(n, *data_shape)``, and the inverse info."""
     return self.inverse(self.sample_prior(n), options)
 
-  def __call__(self, x: jax.Array, logdet: LogDetOptions = LogDetOptions()) -> jax.Array:
+  def __call__(self, x: jax.Array, logdet: LogDetOptions = LogDetOptions()):
+    """``log p(x)``; for a hybrid model ``(log p(x), logits)`` (so ``init`` creates the head too)."""
+    if self.classifier_head is not None:
+      return self.log_prob_and_logits(x, logdet)
     return self.log_prob(x, logdet)

@@ -2,7 +2,8 @@
 
 Every key, with its meaning:
 
-* ``task``: ``'density'`` or ``'classification'``.
+* ``task``: ``'density'``, ``'classification'`` or ``'hybrid'`` (one flow that is a density model and a
+  classifier: loss = bits/dim + ``hybrid_weight`` * cross-entropy).
 * ``dataset``: ``'digits'``, ``'mnist_small'``, a TFDS name (``mnist``, ``fashion_mnist``, ``cifar10``,
   ``cifar100``, ``svhn_cropped``) or a 2-D toy (``8gaussians``, ``checkerboard``, ...).
   ``data_dir``: TFDS data directory; ``download``: let TFDS download (needs internet + TensorFlow).
@@ -29,6 +30,7 @@ import ml_collections
 def default_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.task = "density"
+  config.hybrid_weight = 1.0
   config.dataset = "digits"
   config.data_dir = ml_collections.config_dict.placeholder(str)
   config.download = False

@@ -70,39 +70,58 @@ def _all_finite(loss, grads) -> jax.Array:
 
 
 def make_density_train_step(model, optimizer: optax.GradientTransformation, preprocessing: DensityPreprocessing,
-                            logdet: LogDetOptions, ema_decay: float, key: jax.Array) -> Callable:
-  """``step(state, batch) -> (state, metrics)`` maximising ``log p`` with the given log-det estimator."""
-  dim = math.prod(model.data_shape)
+                            logdet: LogDetOptions, ema_decay: float, key: jax.Array,
+                            hybrid_weight: float | None = None) -> Callable:
+  """``step(state, batch) -> (state, metrics)`` maximising ``log p`` with the given log-det estimator.
 
-  def train_step(state: TrainState, batch: jax.Array):
+  With ``hybrid_weight`` (a hybrid ``IResNetFlow`` with ``num_classes > 0``) the batch is
+  ``(images, labels)`` and the loss is ``bits/dim + hybrid_weight * cross-entropy``.
+  """
+  dim = math.prod(model.data_shape)
+  hybrid = hybrid_weight is not None
+
+  def train_step(state: TrainState, batch):
+    images, labels = batch if hybrid else (batch, None)
     step_key = jax.random.fold_in(key, state.step)
     data_key, logdet_key = jax.random.split(step_key)
-    x, pre_logdet = preprocessing(batch, data_key)
+    x, pre_logdet = preprocessing(images, data_key)
 
     def loss_fn(params):
-      log_prob, updated = model.apply({"params": params, "spectral": state.spectral}, x, logdet,
-                                      rngs={"logdet": logdet_key}, mutable=["spectral"])
-      per_example = preprocessing.loss_per_example(log_prob + pre_logdet, dim)
-      return jnp.mean(per_example), updated["spectral"]
+      out, updated = model.apply({"params": params, "spectral": state.spectral}, x, logdet,
+                                 rngs={"logdet": logdet_key}, mutable=["spectral"])
+      log_prob, logits = out if hybrid else (out, None)
+      density_loss = jnp.mean(preprocessing.loss_per_example(log_prob + pre_logdet, dim))
+      aux = {"spectral": updated["spectral"], "density_loss": density_loss}
+      if not hybrid:
+        return density_loss, aux
+      cross_entropy = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+      aux.update(cross_entropy=cross_entropy, accuracy=jnp.mean(jnp.argmax(logits, -1) == labels))
+      return density_loss + hybrid_weight * cross_entropy, aux
 
-    (loss, spectral), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     finite = _all_finite(loss, grads)
-    new_state = _apply_gradients(state, grads, spectral, optimizer, ema_decay, finite)
-    return new_state, {"loss": loss, "grad_norm": optax.tree.norm(grads), "finite": finite}
+    new_state = _apply_gradients(state, grads, aux.pop("spectral"), optimizer, ema_decay, finite)
+    return new_state, {"loss": loss, "grad_norm": optax.tree.norm(grads), "finite": finite, **aux}
 
   return train_step
 
 
 def make_density_eval_step(model, preprocessing: DensityPreprocessing, logdet: LogDetOptions,
                            key: jax.Array) -> Callable:
-  """``eval(variables, batch, index) -> per-example loss`` (bits/dim or nats) with ``logdet``."""
+  """``eval(variables, batch, index) -> per-example loss`` (bits/dim or nats) with ``logdet``.
+
+  For a hybrid model it returns ``(loss, predicted class)``.
+  """
   dim = math.prod(model.data_shape)
 
   def eval_step(variables: dict, batch: jax.Array, index: jax.Array):
     data_key, logdet_key = jax.random.split(jax.random.fold_in(key, index))
     x, pre_logdet = preprocessing(batch, data_key)
-    log_prob = model.apply(variables, x, logdet, rngs={"logdet": logdet_key})
-    return preprocessing.loss_per_example(log_prob + pre_logdet, dim)
+    out = model.apply(variables, x, logdet, rngs={"logdet": logdet_key})
+    if model.num_classes:
+      log_prob, logits = out
+      return preprocessing.loss_per_example(log_prob + pre_logdet, dim), jnp.argmax(logits, -1)
+    return preprocessing.loss_per_example(out + pre_logdet, dim)
 
   return eval_step
 

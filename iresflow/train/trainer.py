@@ -36,7 +36,7 @@ from iresflow.train import plots, sharding, steps
 from iresflow.train.checkpoint import Checkpointer
 from iresflow.train.state import TrainState, create_optimizer
 
-TASKS = ("density", "classification")
+TASKS = ("density", "classification", "hybrid")
 
 
 class TrainingDivergedError(RuntimeError):
@@ -49,6 +49,8 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   if config.task not in TASKS:
     raise ValueError(f"config.task: expected one of {TASKS}, got {config.task!r}")
   known = IMAGE_DATASETS + (tuple(TOY_DENSITIES) if config.task == "density" else ())
+  if config.task == "hybrid" and not config.hybrid_weight >= 0:
+    raise ValueError(f"config.hybrid_weight: expected a non-negative number, got {config.hybrid_weight}")
   if config.dataset not in known:
     raise ValueError(f"config.dataset: unknown dataset {config.dataset!r}; expected one of {list(known)}")
   for name in ("num_steps", "batch_size"):
@@ -99,6 +101,8 @@ def build_model(config: ml_collections.ConfigDict, data_shape: tuple, num_classe
   kwargs = dict(config.model)
   if config.task == "classification":
     return IResNetClassifier(num_classes=num_classes, **kwargs)
+  if config.task == "hybrid":
+    kwargs["num_classes"] = num_classes
   if len(data_shape) == 1:
     kwargs.setdefault("stages", ())
     kwargs.setdefault("initial_squeeze", False)
@@ -146,7 +150,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   key = jax.random.key(config.seed)
   init_key, step_key, eval_key, sample_key = jax.random.split(key, 4)
 
-  density = config.task == "density"
+  density = config.task in ("density", "hybrid")
+  hybrid = config.task == "hybrid"
   preprocessing = steps.DensityPreprocessing(data.num_levels, config.get("logit_alpha"))
   sampler = BatchSampler(len(data.train), config.batch_size, config.seed, jax.process_index(), jax.process_count())
   init_batch = data.train[sampler.global_indices(0)]
@@ -159,7 +164,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   if density:
     train_step = steps.make_density_train_step(model, optimizer, preprocessing, _logdet_options(config.logdet),
-                                               config.ema_decay, step_key)
+                                               config.ema_decay, step_key,
+                                               hybrid_weight=config.hybrid_weight if hybrid else None)
   else:
     train_step = steps.make_classifier_train_step(model, optimizer, config.ema_decay, data.num_levels)
   train_step = jax.jit(train_step, out_shardings=(sharding.replicated(mesh), sharding.replicated(mesh)),
@@ -180,8 +186,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   for step in progress:
     indices = sampler.local_indices(step)
     images = data.train[indices]
-    if density:
+    if density and not hybrid:
       batch = sharding.shard_batch(mesh, images)
+    elif hybrid:
+      batch = (sharding.shard_batch(mesh, images), sharding.shard_batch(mesh, data.train_labels[indices]))
     else:
       if config.augment_padding or config.augment_flip:
         images = augment_crop_flip(images, augment_rng(step), config.augment_padding, config.augment_flip)
@@ -198,13 +206,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     if config.log_every and (done % config.log_every == 0 or done == config.num_steps):
       record = _to_python(metrics)
       record.pop("finite")
+      if hybrid:
+        record["bits_per_dim"] = record.pop("density_loss")
+      else:
+        record.pop("density_loss", None)
       record["steps_per_second"] = (done - tick_step) / max(time.time() - tick, 1e-9)
       tick, tick_step = time.time(), done
       metrics_writer.write({"step": done, "split": "train", **record})
       label = "bits/dim" if density and data.num_levels else ("nll" if density else "acc")
-      value = record["loss"] if density else record["accuracy"]
-      progress.set_postfix({"loss": f"{record['loss']:.4f}", label: f"{value:.4f}",
-                            "steps/s": f"{record['steps_per_second']:.2f}"})
+      value = record.get("bits_per_dim", record["loss"]) if density else record["accuracy"]
+      postfix = {"loss": f"{record['loss']:.4f}", label: f"{value:.4f}"}
+      if hybrid:
+        postfix["acc"] = f"{record['accuracy']:.3f}"
+      progress.set_postfix({**postfix, "steps/s": f"{record['steps_per_second']:.2f}"})
     if config.checkpoint_every and done % config.checkpoint_every == 0 and done < config.num_steps:
       checkpointer.save(done, state)
   progress.close()
@@ -253,10 +267,15 @@ def _evaluate_density(config, model, state, data, preprocessing, mesh, eval_key,
   certificate, results = _certificate(model, variables, workdir)
   logdet = _logdet_options(config.eval_logdet)
   eval_step = jax.jit(steps.make_density_eval_step(model, preprocessing, logdet, eval_key))
-  losses = []
+  losses, predictions = [], []
   for i, (lo, hi) in enumerate(_batches(len(data.test), config.eval_batch_size)):
-    losses.append(np.asarray(eval_step(variables, jnp.asarray(data.test[lo:hi]), jnp.asarray(i))))
+    out = eval_step(variables, jnp.asarray(data.test[lo:hi]), jnp.asarray(i))
+    losses.append(np.asarray(out[0] if model.num_classes else out))
+    if model.num_classes:
+      predictions.append(np.asarray(out[1]))
   test_loss = float(np.mean(np.concatenate(losses)))
+  if model.num_classes:
+    results["test_accuracy"] = float(np.mean(np.concatenate(predictions) == data.test_labels))
   dim = math.prod(data.data_shape)
   metric = "test_bits_per_dim" if data.num_levels else "test_nll"
   results[metric] = test_loss

@@ -115,3 +115,14 @@ def test_unwritable_workdir_is_named(tmp_path):
   blocker.write_text("not a directory")
   with pytest.raises(ValueError, match="workdir"):
     train_and_evaluate(tiny_density_config(), str(blocker / "run"))
+
+
+def test_hybrid_run_reports_bits_per_dim_and_accuracy(tmp_path):
+  config = tiny_density_config(task="hybrid", hybrid_weight=2.0)
+  config.model = dict(stages=(1, 1), hidden=8, activation="lipswish")
+  config.logdet = dict(mode="roulette", n_probes=1)
+  results = train_and_evaluate(config, str(tmp_path))
+  assert np.isfinite(results["test_bits_per_dim"]) and 0.0 <= results["test_accuracy"] <= 1.0
+  records = [r for r in _read_jsonl(tmp_path / "metrics.jsonl") if r["split"] == "train"]
+  assert all("cross_entropy" in r and "bits_per_dim" in r for r in records)
+  assert results["certified"]
