@@ -14,3 +14,11 @@ def test_compile_time_benchmark_quick():
                        env={**os.environ, "PYTHONPATH": str(ROOT)})
   assert out.returncode == 0, out.stderr[-2000:]
   assert "| blocks | compile (s) |" in out.stdout and "| 4 |" in out.stdout
+
+
+def test_memory_benchmark_quick():
+  out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "memory.py"), "--quick"],
+                       capture_output=True, text=True, timeout=600, cwd=ROOT,
+                       env={**os.environ, "PYTHONPATH": str(ROOT)})
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert "| neumann |" in out.stdout and "| backprop |" in out.stdout

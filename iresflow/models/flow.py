@@ -55,7 +55,8 @@ class IResNetFlow(nn.Module):
     fc_hidden: hidden width of the fully connected ``g``.
     fc_layers: number of dense layers in each fully connected ``g``.
     kernel_sizes: kernel size of each conv layer of ``g`` (default 3x3 -> 1x1 -> 3x3).
-    activation: activation of ``g`` (``'elu'``, ``'softplus'``, ``'lipswish'``, ...).
+    activation: activation of ``g``: ``'lipswish'`` (default, Residual Flows), ``'elu'`` (the i-ResNet
+      paper's), ``'softplus'``, ... (see ``iresflow.nn.activations``).
     coeff: spectral-normalisation coefficient ``c`` in (0, 1).
     n_power_iterations: iterations of the norm estimator per training step.
     n_init_power_iterations: power iterations at ``init``.
@@ -81,7 +82,7 @@ class IResNetFlow(nn.Module):
   fc_hidden: int = 128
   fc_layers: int = 3
   kernel_sizes: Sequence[int] = (3, 1, 3)
-  activation: str = "elu"
+  activation: str = "lipswish"
   coeff: float = 0.9
   n_power_iterations: int = 5
   n_init_power_iterations: int = 50

@@ -34,5 +34,10 @@ class Checkpointer:
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state_like)
     return self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
 
+  def restore_raw(self, step: int | None = None) -> dict:
+    """Restores ``step`` (default: the latest) as nested dicts of arrays, without a target structure."""
+    step = self.latest_step() if step is None else step
+    return self._manager.restore(step, args=ocp.args.StandardRestore())
+
   def close(self) -> None:
     self._manager.close()

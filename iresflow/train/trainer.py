@@ -147,6 +147,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   sharding.check_batch_size(config.batch_size, mesh)
   data = _Data(config)
   model = build_model(config, data.data_shape, data.num_classes)
+  with open(os.path.join(workdir, "model.json"), "w") as f:
+    json.dump({"task": config.task, "data_shape": list(data.data_shape), "num_classes": data.num_classes,
+               "model": config.model.to_dict(), "ema": config.ema_decay > 0}, f, indent=2)
   key = jax.random.key(config.seed)
   init_key, step_key, eval_key, sample_key = jax.random.split(key, 4)
 

@@ -126,3 +126,28 @@ def test_hybrid_run_reports_bits_per_dim_and_accuracy(tmp_path):
   records = [r for r in _read_jsonl(tmp_path / "metrics.jsonl") if r["split"] == "train"]
   assert all("cross_entropy" in r and "bits_per_dim" in r for r in records)
   assert results["certified"]
+
+
+def test_certify_script_reads_a_workdir(tmp_path):
+  import subprocess
+  import sys
+  import pathlib
+  root = pathlib.Path(__file__).resolve().parents[2]
+  train_and_evaluate(tiny_density_config(num_steps=2, checkpoint_every=0), str(tmp_path))
+  (tmp_path / "certificate.json").unlink()
+  out = subprocess.run([sys.executable, str(root / "experiments" / "certify.py"), "--workdir", str(tmp_path)],
+                       capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONPATH": str(root)})
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert "all certified" in out.stdout and (tmp_path / "certificate.json").exists()
+  bad = subprocess.run([sys.executable, str(root / "experiments" / "certify.py"), "--workdir", str(tmp_path / "x")],
+                       capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONPATH": str(root)})
+  assert bad.returncode != 0 and "model.json" in bad.stderr
+
+
+def test_same_seed_gives_identical_metrics(tmp_path):
+  config = tiny_density_config(num_steps=3, checkpoint_every=0)
+  first = train_and_evaluate(config, str(tmp_path / "a"))
+  second = train_and_evaluate(config, str(tmp_path / "b"))
+  assert first["test_bits_per_dim"] == second["test_bits_per_dim"]
+  train = lambda d: [r["loss"] for r in _read_jsonl(tmp_path / d / "metrics.jsonl") if r["split"] == "train"]
+  assert train("a") == train("b")
