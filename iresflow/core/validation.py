@@ -55,3 +55,14 @@ def check_min_rank(x, min_rank: int, name: str, what: str = "") -> None:
   """Raises unless ``x`` has at least ``min_rank`` dimensions."""
   if np.ndim(x) < min_rank:
     raise ValueError(f"{name}: expected an array of rank >= {min_rank}{what}, got shape {np.shape(x)}")
+
+
+def check_finite_if_concrete(x, name: str) -> None:
+  """Raises ``ValueError`` if ``x`` holds NaN or inf; does nothing for traced values (under ``jit``)."""
+  try:
+    values = np.asarray(x)
+  except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
+    return
+  if not np.all(np.isfinite(values)):
+    bad = int(np.size(values) - np.count_nonzero(np.isfinite(values)))
+    raise ValueError(f"{name}: contains {bad} NaN or infinite values")

@@ -157,6 +157,8 @@ class IResNetFlow(nn.Module):
     validation.check_floating(x, name)
     if x.ndim != len(shape) + 1 or tuple(x.shape[1:]) != shape:
       raise ValueError(f"{name}: expected shape (batch, {', '.join(map(str, shape))}), got {tuple(x.shape)}")
+    if self.is_initializing():
+      validation.check_finite_if_concrete(x, name)  # ActNorm would silently initialise from NaN
 
   # ------------------------------------------------------------------------------------ methods
   def forward_and_log_det(self, x: jax.Array, logdet: LogDetOptions = LogDetOptions()

@@ -24,6 +24,9 @@ class Checkpointer:
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
 
+  def all_steps(self) -> list[int]:
+    return list(self._manager.all_steps())
+
   def save(self, step: int, state) -> None:
     self._manager.save(step, args=ocp.args.StandardSave(state))
     self._manager.wait_until_finished()

@@ -1,0 +1,95 @@
+"""A table of bad calls across the library: each fails at once with an error naming the problem."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from iresflow.core import fixed_point, logdet, spectral
+from iresflow.data import DatasetNotFoundError, load_image_dataset, sample_toy, BatchSampler
+from iresflow.models import IResNetClassifier, IResNetFlow
+from iresflow.nn import LogDetOptions, SpectralConv
+from iresflow.train import default_config, train_and_evaluate
+
+FLOW = dict(data_shape=(8, 8, 1), stages=(1,), hidden=4)
+
+
+def _train(tmp_path, **overrides):
+  config = default_config()
+  config.progress = False
+  for key, value in overrides.items():
+    config[key] = value
+  return lambda: train_and_evaluate(config, str(tmp_path))
+
+
+def _unknown_key():
+  # experiments/train.py locks the config (lock_config=True): an unknown --config.KEY is an error.
+  config = default_config()
+  config.lock()
+  config.no_such_setting = 3
+
+
+CASES = [
+    # (description, call, exception, message pattern)
+    ("x of wrong rank", lambda _: IResNetFlow(**FLOW).init(jax.random.key(0), jnp.ones((2, 8, 8))),
+     ValueError, r"x: expected shape \(batch, 8, 8, 1\)"),
+    ("x of wrong shape", lambda _: IResNetFlow(**FLOW).init(jax.random.key(0), jnp.ones((2, 4, 4, 1))),
+     ValueError, "x: expected shape"),
+    ("x of integer dtype", lambda _: IResNetFlow(**FLOW).init(jax.random.key(0), jnp.ones((2, 8, 8, 1), jnp.int32)),
+     TypeError, "x: expected a floating-point array"),
+    ("NaN data", lambda _: IResNetFlow(**FLOW).init(jax.random.key(0), jnp.full((2, 8, 8, 1), jnp.nan)),
+     ValueError, "x: contains 128 NaN or infinite values"),
+    ("coeff >= 1", lambda _: IResNetFlow(**FLOW, coeff=1.0).init(jax.random.key(0), jnp.ones((2, 8, 8, 1))),
+     ValueError, r"coeff: expected a contraction coefficient in the open interval \(0, 1\)"),
+    ("coeff <= 0", lambda _: IResNetClassifier(num_classes=2, stages=(1,), hidden=4, coeff=-0.5).init(
+        jax.random.key(0), jnp.ones((2, 4, 4, 1))), ValueError, "coeff"),
+    ("coeff >= 1 in eq. 2", lambda _: spectral.soft_normalize(jnp.ones(2), 1.0, 1.5), ValueError, "coeff"),
+    ("negative power iterations", lambda _: SpectralConv(2, n_power_iterations=-1).init(
+        jax.random.key(0), jnp.ones((1, 4, 4, 1))), ValueError, "n_power_iterations"),
+    ("zero series terms", lambda _: LogDetOptions("series", n_terms=0), ValueError, "n_terms"),
+    ("negative series terms", lambda _: logdet.power_series_logdet(
+        lambda z: z, jnp.ones((1, 2)), jax.random.key(0), n_terms=-2), ValueError, "n_terms"),
+    ("negative inverse iterations", lambda _: fixed_point.fixed_point_inverse(lambda z: z, jnp.ones((1, 2)),
+                                                                            max_iters=-1),
+     ValueError, "max_iters"),
+    ("unknown log-det mode", lambda _: LogDetOptions("stochastic"), ValueError, "logdet: expected one of"),
+    ("unknown activation", lambda _: IResNetFlow(**FLOW, activation="gelu").init(
+        jax.random.key(0), jnp.ones((2, 8, 8, 1))), ValueError, "activation: expected one of"),
+    ("spatial size not divisible by the squeezes", lambda _: IResNetFlow(
+        data_shape=(6, 6, 1), stages=(1, 1)).init(jax.random.key(0), jnp.ones((2, 6, 6, 1))),
+     ValueError, "divisible by 2"),
+    ("unknown image dataset", lambda _: load_image_dataset("imagenet"), ValueError, "unknown image dataset"),
+    ("unknown toy density", lambda _: sample_toy("banana", 4), ValueError, "unknown toy density"),
+    ("unknown dataset in a config", lambda tmp: _train(tmp, dataset="svhn")(), ValueError, "config.dataset"),
+    ("unknown config key", lambda _: _unknown_key(), AttributeError, "no_such_setting"),
+    ("workdir not writable", lambda tmp: (tmp / "f").write_text("x") and _train(tmp / "f" / "run")(),
+     ValueError, "workdir"),
+    ("TFDS data missing offline", lambda tmp: load_image_dataset("cifar10", data_dir=str(tmp)),
+     DatasetNotFoundError, "tfds build cifar10"),
+    ("batch larger than the dataset", lambda _: BatchSampler(10, 32, seed=0), ValueError, "batch_size"),
+    ("batch not divisible by processes", lambda _: BatchSampler(100, 30, seed=0, process_count=4),
+     ValueError, "not divisible by the 4 processes"),
+    ("unknown probe", lambda _: LogDetOptions(probe="uniform"), ValueError, "probe"),
+    ("unknown optimizer", lambda tmp: _train(tmp, optimizer="lion")(), ValueError, "optimizer"),
+    ("non-positive steps", lambda tmp: _train(tmp, num_steps=0)(), ValueError, "config.num_steps"),
+]
+
+
+@pytest.mark.parametrize("description,call,error,match", CASES, ids=[c[0] for c in CASES])
+def test_bad_call_raises_a_named_error(tmp_path, description, call, error, match):
+  with pytest.raises(error, match=match):
+    call(tmp_path)
+
+
+def test_the_table_is_large_enough():
+  assert len(CASES) >= 20
+
+
+def test_batch_not_divisible_by_devices_is_named():
+  from iresflow.train import sharding
+
+  class FourDeviceMesh:
+    size = 4
+
+  with pytest.raises(ValueError, match="batch_size: 6 is not divisible by the 4 devices"):
+    sharding.check_batch_size(6, FourDeviceMesh())
