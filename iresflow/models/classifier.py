@@ -46,7 +46,7 @@ class IResNetClassifier(nn.Module):
   kernel_sizes: Sequence[int] = (3, 1, 3)
   activation: str = "elu"
   coeff: float | None = 0.9
-  n_power_iterations: int = 5
+  n_power_iterations: int = 10
   n_init_power_iterations: int = 50
   norm_estimator: str = "lanczos"
   preactivation: bool = True

@@ -100,11 +100,15 @@ def test_round_trip_at_init_and_after_training_with_large_learning_rate(config):
 
 
 def test_power_iteration_tracks_the_exact_norm_during_training():
-  # A usual learning rate for Adam. At 3e-2 (the round-trip test) the kernels move faster than a few
-  # power iterations per step follow when the top singular values are clustered (seen: 3.364, 3.328,
-  # 3.294 -> estimate 2.7% low); the certificate, not the estimate, is what guarantees Lip(g) < 1.
+  # A usual learning rate for Adam. The stored state u of a step belongs to the kernel *before* that
+  # step's update; when the top singular values are clustered (seen: 1.087, 1.070, 1.062) one more
+  # update can turn the top direction enough to make ||W_new u|| 1-2% low. The estimate a layer uses
+  # is computed after its iterations on the current kernel, so we check the state after one
+  # update on the final parameters -- what the next step and the trainer's evaluation refresh do.
   model, variables, x = _init(IMAGE, batch=16)
   trained, _ = _train(model, variables, x, steps=100, learning_rate=1e-3)
+  _, refreshed = model.apply(trained, x, LogDetOptions(None), mutable=["spectral"])
+  trained = {"params": trained["params"], **refreshed}
   params, state = trained["params"], trained["spectral"]
   checked = 0
   for stage in ("stage_steps_0", "stage_steps_1"):
@@ -121,6 +125,8 @@ def test_power_iteration_tracks_the_exact_norm_during_training():
         assert estimate <= exact * (1 + 1e-5)
         checked += 1
   for layer, kernels in params["fc_step"]["block"]["g"].items():
+    if not layer.startswith("layer"):
+      continue
     for i in range(kernels["kernel"].shape[0]):
       kernel = kernels["kernel"][i]
       u = state["fc_step"]["block"]["g"][layer]["u"][i]

@@ -1,4 +1,8 @@
-"""A training run killed with SIGKILL mid-run resumes from its workdir and ends like an uninterrupted run."""
+"""A training run killed with SIGKILL mid-run resumes from its workdir and ends like an uninterrupted run.
+
+The comparison is exact: two processes with the same seed and config give bit-identical metrics on
+CPU, with or without the kill (determinism).
+"""
 
 import json
 import os
@@ -7,8 +11,6 @@ import signal
 import subprocess
 import sys
 import time
-
-import pytest
 
 from iresflow.train.checkpoint import Checkpointer
 
@@ -60,8 +62,7 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path):
     expected = json.load(f)
   with open(killed / "results.json") as f:
     got = json.load(f)
-  assert got["test_bits_per_dim"] == pytest.approx(expected["test_bits_per_dim"], rel=1e-6)
-  straight_losses, killed_losses = _train_losses(straight), _train_losses(killed)
-  assert sorted(killed_losses) == sorted(straight_losses)  # no step logged twice or lost
-  for step, loss in straight_losses.items():
-    assert killed_losses[step] == pytest.approx(loss, rel=1e-6), step
+  assert got["test_bits_per_dim"] == expected["test_bits_per_dim"]
+  assert got["max_lipschitz_bound"] == expected["max_lipschitz_bound"]
+  # Same steps logged (none twice, none lost) with bit-identical losses.
+  assert _train_losses(killed) == _train_losses(straight)
