@@ -5,20 +5,19 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
-def test_compile_time_benchmark_quick():
-  out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "compile_time.py"), "--quick"],
+@pytest.mark.parametrize("script,expected", [
+    ("compile_time.py", ["| blocks | compile (s) |", "| 4 |"]),
+    ("memory.py", ["| neumann |", "| backprop |"]),
+])
+def test_benchmark_quick_mode(script, expected):
+  out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--quick"],
                        capture_output=True, text=True, timeout=600, cwd=ROOT,
                        env={**os.environ, "PYTHONPATH": str(ROOT)})
   assert out.returncode == 0, out.stderr[-2000:]
-  assert "| blocks | compile (s) |" in out.stdout and "| 4 |" in out.stdout
-
-
-def test_memory_benchmark_quick():
-  out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "memory.py"), "--quick"],
-                       capture_output=True, text=True, timeout=600, cwd=ROOT,
-                       env={**os.environ, "PYTHONPATH": str(ROOT)})
-  assert out.returncode == 0, out.stderr[-2000:]
-  assert "| neumann |" in out.stdout and "| backprop |" in out.stdout
+  for text in expected:
+    assert text in out.stdout
