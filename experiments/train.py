@@ -2,6 +2,11 @@
 
 Any config key can be overridden, e.g. ``--config.num_steps=200 --config.model.coeff=0.7``. Running
 again with the same ``--workdir`` resumes from its last checkpoint.
+
+Several hosts: start the same command on every host with ``--distributed`` (``jax.distributed``
+detects TPU pods and SLURM by itself) or with ``--coordinator_address=HOST:PORT --num_processes=N
+--process_id=I``; the workdir must be on storage all hosts share. Each process feeds its slice of
+every global batch.
 """
 
 from __future__ import annotations
@@ -12,17 +17,24 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from iresflow.train import train_and_evaluate
+from iresflow.train import sharding, train_and_evaluate
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file (experiments/configs/*.py).",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and figures.")
+_DISTRIBUTED = flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() (auto-detection).")
+_COORDINATOR = flags.DEFINE_string("coordinator_address", None, "HOST:PORT of process 0, for multi-host runs.")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes (multi-host).")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index (multi-host).")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)  # Orbax and JAX log every checkpoint at INFO
+  if _DISTRIBUTED.value or _COORDINATOR.value:
+    sharding.initialize_distributed(coordinator_address=_COORDINATOR.value, num_processes=_NUM_PROCESSES.value,
+                                    process_id=_PROCESS_ID.value, force=True)
   results = train_and_evaluate(_CONFIG.value, _WORKDIR.value)
   print(json.dumps({k: v for k, v in results.items()}, indent=2))
 

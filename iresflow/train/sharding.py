@@ -12,10 +12,19 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 
-def initialize_distributed(**kwargs) -> None:
-  """``jax.distributed.initialize(**kwargs)`` for multi-host runs (no-op for one process)."""
-  if kwargs.get("num_processes", 1) > 1 or kwargs.get("coordinator_address"):
-    jax.distributed.initialize(**kwargs)
+def initialize_distributed(coordinator_address: str | None = None, num_processes: int | None = None,
+                           process_id: int | None = None, force: bool = False) -> None:
+  """``jax.distributed.initialize`` for multi-host runs; a no-op for one process unless ``force``.
+
+  With no arguments and ``force=True`` JAX detects the cluster (TPU pods, SLURM). On CPU hosts the
+  gloo collectives are selected, so CPU-only clusters (and tests on loopback) work too.
+  """
+  if not force and not coordinator_address and not (num_processes or 1) > 1:
+    return
+  # Must run before anything touches a JAX backend. Gloo only affects CPU collectives.
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  jax.distributed.initialize(coordinator_address=coordinator_address, num_processes=num_processes,
+                             process_id=process_id)
 
 
 def data_mesh(devices=None) -> Mesh:

@@ -313,6 +313,7 @@ def _evaluate_density(config, model, state, data, preprocessing, mesh, eval_key,
                                               rngs={"sample": key}))
   samples, sample_info = sample(variables, sample_key)
   results["samples_not_converged"] = int(jnp.sum(~sample_info.converged))
+  results["samples_worst_residual"] = float(jnp.max(sample_info.residual))
   samples = np.asarray(samples)
   if data.toy:
     extent = 4.5

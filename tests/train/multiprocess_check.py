@@ -12,10 +12,11 @@ import sys
 import jax
 
 process_id, num_processes, port, output = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
+from iresflow.train import sharding  # noqa: E402
+
 if num_processes > 1:
-  jax.config.update("jax_cpu_collectives_implementation", "gloo")
-  jax.distributed.initialize(coordinator_address=f"127.0.0.1:{port}", num_processes=num_processes,
-                             process_id=process_id, initialization_timeout=120)
+  sharding.initialize_distributed(coordinator_address=f"127.0.0.1:{port}", num_processes=num_processes,
+                                  process_id=process_id)
 
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
@@ -23,7 +24,7 @@ import numpy as np  # noqa: E402
 from iresflow.data import BatchSampler, load_image_dataset  # noqa: E402
 from iresflow.models import IResNetFlow  # noqa: E402
 from iresflow.nn import LogDetOptions  # noqa: E402
-from iresflow.train import TrainState, create_optimizer, sharding, steps  # noqa: E402
+from iresflow.train import TrainState, create_optimizer, steps  # noqa: E402
 
 
 def main():
