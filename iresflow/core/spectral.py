@@ -143,8 +143,11 @@ def lanczos_iteration(
   inputs, _, alphas, betas = jax.lax.fori_loop(0, n_steps, body, state)
   bidiagonal = jnp.diag(alphas) + jnp.diag(betas[:-1], 1)
   _, _, right = jnp.linalg.svd(bidiagonal)
-  u = _normalize((inputs[:n_steps].T @ right[0]).reshape(u.shape), eps)
-  u = jax.lax.stop_gradient(u)
+  ritz = (inputs[:n_steps].T @ right[0]).reshape(u.shape)
+  # The SVD fixes a singular vector only up to sign; keep the one facing the start vector, so the
+  # carried state moves continuously and does not depend on how the SVD happened to be computed.
+  ritz = jnp.where(jnp.vdot(ritz.ravel(), u.ravel()) < 0, -ritz, ritz)
+  u = jax.lax.stop_gradient(_normalize(ritz, eps))
   return _rayleigh_sigma(linear_fn, u, eps), u
 
 

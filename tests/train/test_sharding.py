@@ -21,5 +21,6 @@ def test_sharded_step_equals_single_device_step():
   for single, sharded in zip(result["single_losses"], result["sharded_losses"]):
     assert abs(single - sharded) <= 1e-5 * abs(single)
   assert result["param_diff"] < 1e-5
-  assert result["spectral_diff"] < 1e-5
+  # Log-likelihoods (nats, ~ -50) under the single-device params with either spectral state.
+  assert result["spectral_effect"] < 1e-3
   assert "batch_size: 6 is not divisible by the 4 devices" in result["divisible_error"]
