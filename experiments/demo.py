@@ -15,8 +15,7 @@ import sys
 
 from absl import logging
 
-import iresflow
-from iresflow.train import build_model, train_and_evaluate
+from iresflow.train import train_and_evaluate
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 

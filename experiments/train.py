@@ -12,7 +12,6 @@ every global batch.
 from __future__ import annotations
 
 import json
-import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags

@@ -20,7 +20,6 @@ from typing import Callable, Sequence
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 
 from iresflow.core import validation
 from iresflow.nn import activations

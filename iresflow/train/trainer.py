@@ -230,7 +230,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   checkpointer.close()
 
   evaluate = _evaluate_density if density else _evaluate_classifier
-  results = evaluate(config, model, state, data, preprocessing, mesh, eval_key, sample_key, workdir)
+  results = evaluate(config, model, state, data, preprocessing, eval_key, sample_key, workdir)
   results["step"] = int(state.step)
   metrics_writer.write({"step": int(state.step), "split": "test", **{k: v for k, v in results.items()
                                                                       if isinstance(v, (int, float))}})
@@ -264,7 +264,7 @@ def _certificate(model, variables, workdir) -> tuple[Any, dict]:
   return certificate, {"certified": certificate.certified, "max_lipschitz_bound": certificate.max_lipschitz_bound}
 
 
-def _evaluate_density(config, model, state, data, preprocessing, mesh, eval_key, sample_key, workdir) -> dict:
+def _evaluate_density(config, model, state, data, preprocessing, eval_key, sample_key, workdir) -> dict:
   x_refresh, _ = preprocessing(jnp.asarray(data.train[:config.batch_size]), eval_key)
   variables = _eval_variables(config, model, state, x_refresh)
   certificate, results = _certificate(model, variables, workdir)
@@ -336,7 +336,8 @@ def _evaluate_density(config, model, state, data, preprocessing, mesh, eval_key,
   return results
 
 
-def _evaluate_classifier(config, model, state, data, preprocessing, mesh, eval_key, sample_key, workdir) -> dict:
+def _evaluate_classifier(config, model, state, data, preprocessing, eval_key, sample_key, workdir) -> dict:
+  del preprocessing, eval_key, sample_key  # same signature as _evaluate_density
   x_refresh = jnp.asarray(data.train[:config.batch_size], jnp.float32) / (data.num_levels - 1) - 0.5
   variables = _eval_variables(config, model, state, x_refresh)
   results = {}

@@ -1,6 +1,5 @@
 """Power iteration and norm bounds against SVDs of materialised operators."""
 
-import functools
 
 import jax
 import jax.numpy as jnp

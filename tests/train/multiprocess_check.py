@@ -47,7 +47,7 @@ def main():
     losses.append(float(metrics["loss"]))
   leaves = [np.asarray(jax.device_get(leaf)) for leaf in jax.tree.leaves(state.params)]
   if jax.process_index() == 0:
-    np.savez(output, losses=np.asarray(losses), devices=jax.device_count(), *leaves)
+    np.savez(output, *leaves, losses=np.asarray(losses), devices=jax.device_count())
 
 
 if __name__ == "__main__":
