@@ -244,9 +244,9 @@ def _eval_variables(config, model, state: TrainState, x_refresh) -> dict:
   """Variables for evaluation: EMA (or live) params, with the norm estimates refreshed for them."""
   variables = jax.device_get(state.variables(use_ema=config.ema_decay > 0))
   if "spectral" in variables:
-    refresh = jax.jit(lambda v: model.apply(v, x_refresh, mutable=["spectral"])[1]["spectral"]
-                      if config.task == "classification" else
-                      model.apply(v, x_refresh, LogDetOptions(None), mutable=["spectral"])[1]["spectral"])
+    # Flows take the log-det options as a second argument; None skips the log-det.
+    args = (x_refresh,) if config.task == "classification" else (x_refresh, LogDetOptions(None))
+    refresh = jax.jit(lambda v: model.apply(v, *args, mutable=["spectral"])[1]["spectral"])
     for _ in range(config.eval_refresh_iterations):
       variables = {**variables, "spectral": refresh(variables)}
   return variables
