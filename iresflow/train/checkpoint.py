@@ -1,11 +1,21 @@
-"""Orbax checkpoints of the train state: atomic (written aside, then renamed), resumable."""
+"""Orbax checkpoints of the train state: atomic (written aside, then renamed), resumable.
+
+Both ends of a checkpoint's life are atomic renames, so a run killed at any moment (SIGKILL, pre-emption)
+leaves only whole checkpoints behind: Orbax writes a step into a temporary directory and renames it into
+place, and an old step is retired by renaming it into ``TRASH_SUBDIR`` (Orbax's own deletion removes
+files one by one, so a kill in the middle would leave a half-deleted step that still looks like a
+checkpoint). The trash is emptied after each save and when a Checkpointer opens the directory.
+"""
 
 from __future__ import annotations
 
 import os
+import shutil
 
 import jax
 import orbax.checkpoint as ocp
+
+TRASH_SUBDIR = "trash"
 
 
 class Checkpointer:
@@ -19,7 +29,14 @@ class Checkpointer:
   def __init__(self, directory: str, max_to_keep: int = 2):
     self.directory = os.path.abspath(directory)
     self._manager = ocp.CheckpointManager(
-        self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True))
+        self.directory,
+        options=ocp.CheckpointManagerOptions(
+            max_to_keep=max_to_keep, create=True, todelete_subdir=TRASH_SUBDIR))
+    self._empty_trash()
+
+  def _empty_trash(self) -> None:
+    if jax.process_index() == 0:
+      shutil.rmtree(os.path.join(self.directory, TRASH_SUBDIR), ignore_errors=True)
 
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
@@ -30,6 +47,7 @@ class Checkpointer:
   def save(self, step: int, state) -> None:
     self._manager.save(step, args=ocp.args.StandardSave(state))
     self._manager.wait_until_finished()
+    self._empty_trash()
 
   def restore(self, state_like, step: int | None = None):
     """Restores ``step`` (default: the latest) into the structure and shardings of ``state_like``."""
