@@ -11,8 +11,10 @@ from iresflow.train.config import default_config
 def get_config():
   config = default_config()
   config.dataset = "mnist"
+  # 28x28x1 -> 14x14x4 -> 7x7x16: the first stage at full resolution (the official strides 1, 2, 2),
+  # since 28 is not divisible by 2^3.
   config.model = dict(stages=(7, 7, 7), hidden=128, coeff=0.9, activation="elu", factor_out=False,
-                      fc_blocks=0)
+                      fc_blocks=0, initial_squeeze=False)
   config.logit_alpha = 1e-6
   config.optimizer = "adamax"
   config.learning_rate = 3e-3
