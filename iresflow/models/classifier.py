@@ -34,8 +34,8 @@ class IResNetClassifier(nn.Module):
     hidden: hidden channels of ``g`` per stage (or one int).
     injective_padding: zero channels appended to the input.
     kernel_sizes, activation, coeff, n_power_iterations, n_init_power_iterations,
-      norm_estimator, preactivation: as in ``IResNetFlow``; ``coeff=None`` removes the
-      Lipschitz constraint.
+      norm_estimator, preactivation, unroll_blocks: as in ``IResNetFlow``; ``coeff=None`` removes
+      the Lipschitz constraint.
     actnorm: ActNorm before each block.
   """
 
@@ -51,6 +51,7 @@ class IResNetClassifier(nn.Module):
   norm_estimator: str = "lanczos"
   preactivation: bool = True
   actnorm: bool = False
+  unroll_blocks: bool = False
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -77,7 +78,7 @@ class IResNetClassifier(nn.Module):
       step = FlowStep(hidden=width, kernel_sizes=tuple(self.kernel_sizes), activation=self.activation,
                       constraint=constraint, preactivation=self.preactivation, actnorm=self.actnorm,
                       name=f"stage{i}")
-      x, _ = scan_forward(step, x, zeros, length, _NO_LOGDET)
+      x, _ = scan_forward(step, x, zeros, length, _NO_LOGDET, self.unroll_blocks)
       if i < len(self.stages) - 1:
         x = squeeze(x)
     x = nn.relu(nn.LayerNorm(name="head_norm")(x))

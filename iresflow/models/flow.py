@@ -75,6 +75,9 @@ class IResNetFlow(nn.Module):
     num_classes: if > 0, a hybrid model (Nalisnick et al. 2019; Residual Flows Sec. 5): a linear
       classifier on the latent ``z`` (:meth:`log_prob_and_logits`); train with
       ``bits/dim + lambda * cross-entropy``. The flow stays a density model of ``x`` alone.
+    unroll_blocks: trace every block instead of one ``nn.scan`` body per stage. Compile time then
+      grows with depth; on CPU (XLA:CPU emits the backward pass's convolutions inside a loop body
+      as naive loops) a training step runs ~5x faster. Same parameters either way.
   """
 
   data_shape: Sequence[int]
@@ -95,6 +98,7 @@ class IResNetFlow(nn.Module):
   factor_out: bool = False
   prior: str = "normal"
   num_classes: int = 0
+  unroll_blocks: bool = False
 
   # ----------------------------------------------------------------------------------- structure
   def _check_config(self) -> None:
@@ -174,7 +178,7 @@ class IResNetFlow(nn.Module):
       if self.initial_squeeze:
         x = squeeze(x)
       for i, length in enumerate(self.stages):
-        x, total = scan_forward(self.stage_steps[i], x, total, length, logdet)
+        x, total = scan_forward(self.stage_steps[i], x, total, length, logdet, self.unroll_blocks)
         if i < len(self.stages) - 1:
           x = squeeze(x)
           if self.factor_out:
@@ -183,7 +187,7 @@ class IResNetFlow(nn.Module):
             x = x[..., half:]
     x = x.reshape(batch, -1)
     if self.fc_step is not None:
-      x, total = scan_forward(self.fc_step, x, total, self.fc_blocks, logdet)
+      x, total = scan_forward(self.fc_step, x, total, self.fc_blocks, logdet, self.unroll_blocks)
     return jnp.concatenate(pieces + [x], axis=1), total
 
   def inverse(self, z: jax.Array, options: InverseOptions = InverseOptions()
@@ -199,7 +203,7 @@ class IResNetFlow(nn.Module):
     x = pieces[-1]
     infos = []
     if self.fc_step is not None:
-      x, info = scan_inverse(self.fc_step, x, self.fc_blocks, options)
+      x, info = scan_inverse(self.fc_step, x, self.fc_blocks, options, self.unroll_blocks)
       infos.append(info)
     if self.stages:
       x = x.reshape((batch,) + stage_shapes[-1])
@@ -208,7 +212,7 @@ class IResNetFlow(nn.Module):
           if self.factor_out:
             x = jnp.concatenate([pieces[i].reshape((batch,) + factored[i]), x], axis=-1)
           x = unsqueeze(x)
-        x, info = scan_inverse(self.stage_steps[i], x, self.stages[i], options)
+        x, info = scan_inverse(self.stage_steps[i], x, self.stages[i], options, self.unroll_blocks)
         infos.append(info)
       if self.initial_squeeze:
         x = unsqueeze(x)

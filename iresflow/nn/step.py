@@ -3,6 +3,9 @@
 A stage of identical steps runs under ``nn.scan``: parameters and power-iteration state are stacked
 along a leading axis, the body is traced once, so compile time does not grow with depth (the
 technique of big_vision's Jet flow). The inverse runs the same stacked steps in reverse.
+``unroll=True`` traces every step instead (compile time grows with depth): on XLA:CPU a training
+step then runs several times faster, because convolutions in the backward pass of a loop body are
+emitted as naive loops there (measured in docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -61,7 +64,7 @@ def merge_inverse_info(infos: FixedPointInfo, axis: int = 0) -> FixedPointInfo:
 
 
 def scan_forward(step: FlowStep, x: jax.Array, logdet_total: jax.Array, length: int,
-                 logdet: LogDetOptions) -> tuple[jax.Array, jax.Array]:
+                 logdet: LogDetOptions, unroll: bool = False) -> tuple[jax.Array, jax.Array]:
   """Applies ``length`` stacked copies of ``step`` to ``x``, adding their log-dets to ``logdet_total``."""
 
   def body(module: FlowStep, carry, _):
@@ -69,12 +72,13 @@ def scan_forward(step: FlowStep, x: jax.Array, logdet_total: jax.Array, length: 
     y, value = module.forward_and_log_det(x, logdet)
     return (y, total + value), None
 
-  run = nn.scan(body, variable_axes=_SCAN_AXES, split_rngs={"params": True, "logdet": True}, length=length)
+  run = nn.scan(body, variable_axes=_SCAN_AXES, split_rngs={"params": True, "logdet": True}, length=length,
+                unroll=length if unroll else 1)
   (x, logdet_total), _ = run(step, (x, logdet_total), None)
   return x, logdet_total
 
 
-def scan_inverse(step: FlowStep, y: jax.Array, length: int, options: InverseOptions
+def scan_inverse(step: FlowStep, y: jax.Array, length: int, options: InverseOptions, unroll: bool = False
                  ) -> tuple[jax.Array, FixedPointInfo]:
   """Inverts ``length`` stacked copies of ``step`` (last step first); merges their inverse infos."""
 
@@ -82,6 +86,7 @@ def scan_inverse(step: FlowStep, y: jax.Array, length: int, options: InverseOpti
     x, info = module.inverse(y, options)
     return x, info
 
-  run = nn.scan(body, variable_axes=_SCAN_AXES, split_rngs={"params": True}, length=length, reverse=True)
+  run = nn.scan(body, variable_axes=_SCAN_AXES, split_rngs={"params": True}, length=length, reverse=True,
+                unroll=length if unroll else 1)
   x, infos = run(step, y, None)
   return x, merge_inverse_info(infos)
