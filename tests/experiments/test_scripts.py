@@ -1,9 +1,12 @@
 """Experiment scripts run on tiny settings, so they cannot rot."""
 
+import json
 import os
 import pathlib
 import subprocess
 import sys
+
+import numpy as np
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -15,3 +18,64 @@ def test_logdet_bias_quick(tmp_path):
   assert out.returncode == 0, out.stderr[-2000:]
   assert (tmp_path / "logdet_bias.png").exists() and (tmp_path / "logdet_bias.md").exists()
   assert "| 0.9 |" in out.stdout
+
+
+def _run(script, tmp_path, *args):
+  out = subprocess.run([sys.executable, str(ROOT / "experiments" / script), "--quick", "--output-dir", str(tmp_path),
+                        *args], capture_output=True, text=True, timeout=900,
+                       env={**os.environ, "PYTHONPATH": str(ROOT)})
+  assert out.returncode == 0, out.stderr[-3000:]
+  return out.stdout
+
+
+def test_dynamics_quick_and_the_i_resnet_never_crosses(tmp_path):
+  _run("dynamics.py", tmp_path)
+  with open(tmp_path / "dynamics.json") as f:
+    results = json.load(f)
+  assert results["i-ResNet (c = 0.9)"]["crossings"] == 0  # Lip(g) < 1: each block is increasing on the line
+  assert (tmp_path / "dynamics.png").exists()
+
+
+def test_crossings_counts_order_swaps():
+  sys.path.insert(0, str(ROOT / "experiments"))
+  from dynamics import crossings
+  assert crossings(np.array([[0.0, 1.0, 2.0], [0.0, 1.0, 2.0]])) == 0
+  assert crossings(np.array([[0.0, 1.0, 2.0], [2.0, 1.0, 0.0]])) == 3  # a full reversal swaps every pair
+  assert crossings(np.array([[0.0, 1.0, 2.0], [1.0, 0.0, 2.0], [0.0, 1.0, 2.0]])) == 2
+
+
+def test_inverse_quick(tmp_path):
+  stdout = _run("inverse.py", tmp_path)
+  with open(tmp_path / "inverse.json") as f:
+    results = json.load(f)
+  single = results["coeffs"]["0.9"]["single_block"]
+  # The a-priori Banach bound holds at every iteration count.
+  assert all(e <= b * (1 + 1e-4) + 1e-6 for e, b in zip(single["errors"], single["bounds"]))
+  assert results["coeffs"]["0.9"]["trained_certified"]
+  assert "| 0.9 |" in stdout and (tmp_path / "inverse.png").exists()
+
+
+def test_classification_quick(tmp_path):
+  stdout = _run("classification.py", tmp_path, "--coeffs", "0.9,None", "--seeds", "0")
+  assert "| i-ResNet | 0.9 |" in stdout and "| ResNet twin | - |" in stdout
+  assert (tmp_path / "classification_digits.md").exists()
+
+
+def test_toy_densities_quick(tmp_path):
+  stdout = _run("toy_densities.py", tmp_path)
+  with open(tmp_path / "toy_densities.json") as f:
+    results = json.load(f)
+  r = results["8gaussians"]
+  assert abs(r["glow_params"] - r["iresnet_params"]) / r["iresnet_params"] < 0.1  # matched budgets
+  assert np.isfinite(r["iresnet_test_log_likelihood"]) and np.isfinite(r["glow_test_log_likelihood"])
+  assert "| 8gaussians |" in stdout and (tmp_path / "toy_densities.png").exists()
+
+
+def test_digits_density_quick(tmp_path):
+  stdout = _run("digits_density.py", tmp_path)
+  with open(tmp_path / "digits_density.json") as f:
+    results = json.load(f)
+  assert abs(results["glow_params"] - results["iresnet_params"]) / results["iresnet_params"] < 0.1
+  assert np.isfinite(results["iresnet_test_bits_per_dim"]) and np.isfinite(results["glow_test_bits_per_dim"])
+  assert "| Glow-style" in stdout
+  assert (tmp_path / "digits_density_iresnet.png").exists() and (tmp_path / "digits_density_glow.png").exists()
