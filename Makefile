@@ -21,5 +21,11 @@ test: $(STAMP)
 demo: $(STAMP)
 	$(PY) experiments/demo.py
 
+# Side by side with normflows (PyTorch) on this machine; results into docs/ (~15 min on 2 cores).
+bench: $(STAMP)
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[bench]"
+	$(PY) benchmarks/vs_normflows.py
+	$(PY) benchmarks/memory.py
+
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

@@ -21,3 +21,16 @@ def test_benchmark_quick_mode(script, expected):
   assert out.returncode == 0, out.stderr[-2000:]
   for text in expected:
     assert text in out.stdout
+
+
+def test_normflows_comparison_quick_mode(tmp_path):
+  """Runs where the optional `bench` extra (PyTorch + normflows) is installed, e.g. after `make bench`."""
+  pytest.importorskip("torch")
+  pytest.importorskip("normflows")
+  out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "vs_normflows.py"), "--quick",
+                        "--output-dir", str(tmp_path)], capture_output=True, text=True, timeout=900, cwd=ROOT,
+                       env={**os.environ, "PYTHONPATH": str(ROOT)})
+  assert out.returncode == 0, out.stderr[-3000:]
+  for text in ("| toy / neumann |", "| image / neumann |", "| iresflow / neumann |", "## Issue #7 targets"):
+    assert text in out.stdout
+  assert {"vs_normflows.md", "vs_normflows.json", "vs_normflows.png"} <= {p.name for p in tmp_path.iterdir()}
