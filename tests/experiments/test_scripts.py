@@ -58,7 +58,7 @@ def test_inverse_quick(tmp_path):
 def test_classification_quick(tmp_path):
   stdout = _run("classification.py", tmp_path, "--coeffs", "0.9,None", "--seeds", "0")
   assert "| i-ResNet | 0.9 |" in stdout and "| ResNet twin | - |" in stdout
-  assert (tmp_path / "classification_digits.md").exists()
+  assert (tmp_path / "classification_digits.md").exists() and (tmp_path / "classification_digits.png").exists()
 
 
 def test_toy_densities_quick(tmp_path):
