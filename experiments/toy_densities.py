@@ -9,8 +9,8 @@ width is chosen to match the i-ResNet's count):
   the exact log-det (2x2 Jacobians).
 * Glow: ``n_blocks`` steps of ActNorm -> learned 2x2 mixing -> affine coupling (``glow_baseline.py``).
 
-Writes a figure (data, i-ResNet density, Glow density per row) and a table of test log-likelihoods
-(nats, on fresh samples).
+Writes a figure (per row: data, then each model's density and 20,000 of its samples) and a table of
+test log-likelihoods (nats, on fresh samples).
 
     python experiments/toy_densities.py                          # docs/toy_densities.png + .md
     python experiments/toy_densities.py --quick --output-dir /tmp/x   # seconds
@@ -34,7 +34,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from iresflow.data import sample_toy  # noqa: E402
 from iresflow.models import IResNetFlow  # noqa: E402
-from iresflow.nn import LogDetOptions  # noqa: E402
+from iresflow.nn import InverseOptions, LogDetOptions  # noqa: E402
 
 # Run as a script, experiments/ is on sys.path.
 from glow_baseline import GlowFlow, parameter_count  # noqa: E402
@@ -110,22 +110,31 @@ def main() -> None:
         "iresnet_test_log_likelihood": float(jnp.mean(ires_log_prob(test))),
         "glow_test_log_likelihood": float(jnp.mean(glow_log_prob(test))),
         "iresnet_seconds": ires_seconds, "glow_seconds": glow_seconds}
+    z = jax.random.normal(jax.random.key(7), (20000 if not args.quick else 512, 2))
+    ires_samples, info = jax.jit(lambda z: iresnet.apply(ires_vars, z, InverseOptions(), method=iresnet.inverse))(z)
+    results[toy]["iresnet_samples_converged"] = bool(jnp.all(info.converged))
+    glow_samples = jax.jit(lambda z: glow.apply(glow_vars, z, method=glow.sample))(z)
     images[toy] = (sample_toy(toy, 20000, 7),
-                   np.exp(np.asarray(ires_log_prob(points))).reshape(grid, grid),
-                   np.exp(np.asarray(glow_log_prob(points))).reshape(grid, grid))
+                   np.exp(np.asarray(ires_log_prob(points))).reshape(grid, grid), np.asarray(ires_samples),
+                   np.exp(np.asarray(glow_log_prob(points))).reshape(grid, grid), np.asarray(glow_samples))
     print(toy, {k: round(v, 3) if isinstance(v, float) else v for k, v in results[toy].items()}, flush=True)
 
-  fig, axes = plt.subplots(len(toys), 3, figsize=(7.5, 2.5 * len(toys)), squeeze=False)
+  fig, axes = plt.subplots(len(toys), 5, figsize=(12, 2.5 * len(toys)), squeeze=False)
   extent = (-LIMIT, LIMIT, -LIMIT, LIMIT)
+  histogram = dict(bins=grid, range=[[-LIMIT, LIMIT]] * 2, cmap="magma")
   for row, toy in enumerate(toys):
-    data, ires_density, glow_density = images[toy]
+    data, ires_density, ires_samples, glow_density, glow_samples = images[toy]
     r = results[toy]
-    axes[row, 0].hist2d(data[:, 0], data[:, 1], bins=grid, range=[[-LIMIT, LIMIT]] * 2, cmap="magma")
+    axes[row, 0].hist2d(data[:, 0], data[:, 1], **histogram)
     axes[row, 0].set_ylabel(toy)
     axes[row, 1].imshow(ires_density, origin="lower", extent=extent, cmap="magma")
-    axes[row, 2].imshow(glow_density, origin="lower", extent=extent, cmap="magma")
-    axes[row, 1].set_title(f"i-ResNet: {r['iresnet_test_log_likelihood']:.3f} nats", fontsize=8)
-    axes[row, 2].set_title(f"Glow: {r['glow_test_log_likelihood']:.3f} nats", fontsize=8)
+    axes[row, 2].hist2d(ires_samples[:, 0], ires_samples[:, 1], **histogram)
+    axes[row, 3].imshow(glow_density, origin="lower", extent=extent, cmap="magma")
+    axes[row, 4].hist2d(glow_samples[:, 0], glow_samples[:, 1], **histogram)
+    axes[row, 1].set_title(f"i-ResNet density: {r['iresnet_test_log_likelihood']:.3f} nats", fontsize=8)
+    axes[row, 2].set_title("i-ResNet samples", fontsize=8)
+    axes[row, 3].set_title(f"Glow density: {r['glow_test_log_likelihood']:.3f} nats", fontsize=8)
+    axes[row, 4].set_title("Glow samples", fontsize=8)
     for ax in axes[row]:
       ax.set_xticks([])
       ax.set_yticks([])

@@ -68,6 +68,7 @@ def test_toy_densities_quick(tmp_path):
   r = results["8gaussians"]
   assert abs(r["glow_params"] - r["iresnet_params"]) / r["iresnet_params"] < 0.1  # matched budgets
   assert np.isfinite(r["iresnet_test_log_likelihood"]) and np.isfinite(r["glow_test_log_likelihood"])
+  assert r["iresnet_samples_converged"]
   assert "| 8gaussians |" in stdout and (tmp_path / "toy_densities.png").exists()
 
 
