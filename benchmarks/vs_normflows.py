@@ -175,8 +175,10 @@ class NormflowsSide:
     # normflows' fixed-point inverse stops when (change)^2 < atol + rtol |y|: atol = 1e-10, rtol = 0 is
     # iresflow's max |change| <= 1e-5.
     iresblock = nf.flows.residual.iResBlock
-    original = iresblock._inverse_fixed_point
-    iresblock._inverse_fixed_point = lambda self_, y, atol=INVERSE_ATOL**2, rtol=0.0: original(self_, y, atol, rtol)
+    if not hasattr(iresblock, "_original_inverse_fixed_point"):  # patch once per process
+      iresblock._original_inverse_fixed_point = iresblock._inverse_fixed_point
+      iresblock._inverse_fixed_point = lambda self_, y, atol=INVERSE_ATOL**2, rtol=0.0: (
+          iresblock._original_inverse_fixed_point(self_, y, atol, rtol))
     flows = []
     for _ in range(workload.blocks):
       if workload.image:
