@@ -20,7 +20,7 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from iresflow.core import validation
+from iresflow.core import precision as precision_lib, validation
 
 
 class FixedPointInfo(NamedTuple):
@@ -107,6 +107,7 @@ def fixed_point_inverse(
     atol: float = 1e-6,
     rtol: float = 1e-6,
     max_iters: int = 200,
+    precision: str | None = "highest",
 ) -> tuple[jax.Array, FixedPointInfo]:
   """Solves ``x + g(x) = y`` for ``x`` by the fixed-point iteration of Algorithm 1.
 
@@ -116,7 +117,10 @@ def fixed_point_inverse(
   not converge are returned as they are and flagged in ``info.converged``; nothing is hidden.
 
   Each iteration costs one evaluation of ``g`` on the batch; the residual is computed from that same
-  evaluation, so the reported ``residual`` is exact for the returned ``x``.
+  evaluation, so the reported ``residual`` is exact for the returned ``x``. ``g`` runs with its
+  matmuls and convolutions at ``precision`` (default ``'highest'``): with JAX's default TensorFloat-32
+  on a GPU, or bfloat16 on a TPU, the residual cannot get below about 1e-4 and a tighter tolerance
+  would never be met (see :mod:`iresflow.core.precision`).
 
   Differentiable by implicit differentiation (``jax.custom_vjp``), never by backpropagating through
   the loop: the gradient with respect to ``y`` and to whatever ``g`` closes over (its parameters)
@@ -129,6 +133,8 @@ def fixed_point_inverse(
     atol: absolute tolerance on the per-example max-abs residual.
     rtol: tolerance relative to the per-example ``max |y|``.
     max_iters: maximum number of updates (>= 0).
+    precision: matmul precision of ``g`` inside the solve (see ``jax.default_matmul_precision``);
+      None keeps the ambient default.
 
   Returns:
     ``(x, info)``: ``x`` of ``y``'s shape and dtype, and a :class:`FixedPointInfo`.
@@ -139,6 +145,7 @@ def fixed_point_inverse(
   validation.check_nonnegative(atol, "atol")
   validation.check_nonnegative(rtol, "rtol")
   validation.check_nonnegative_int(max_iters, "max_iters")
+  g = precision_lib.with_matmul_precision(g, precision)
   g_with_consts, consts = jax.closure_convert(g, y)
   return _implicit_solve(g_with_consts, (float(atol), float(rtol), int(max_iters)), y, tuple(consts))
 

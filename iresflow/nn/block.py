@@ -25,7 +25,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from iresflow.core import fixed_point, logdet as logdet_lib, validation
+from iresflow.core import fixed_point, logdet as logdet_lib, precision as precision_lib, validation
 from iresflow.nn.residual import ContractiveResidual
 from iresflow.nn.spectral import LipschitzConstraint
 
@@ -80,16 +80,27 @@ class LogDetOptions:
 
 @dataclass(frozen=True)
 class InverseOptions:
-  """Stopping rule of the fixed-point inverse (see :func:`fixed_point_inverse`)."""
+  """Stopping rule and matmul precision of the fixed-point inverse (see :func:`fixed_point_inverse`).
+
+  Attributes:
+    atol: absolute tolerance on the per-example max-abs residual ``|x + g(x) - y|``.
+    rtol: tolerance relative to the per-example ``max |y|``.
+    max_iters: maximum number of fixed-point updates per block.
+    precision: matmul precision of ``g`` in the solve: ``'highest'`` (default; true float32 on GPUs
+      and TPUs, needed for tolerances below ~1e-4) or None for JAX's default (TensorFloat-32 on
+      recent GPUs); see :mod:`iresflow.core.precision`.
+  """
 
   atol: float = 1e-6
   rtol: float = 1e-6
   max_iters: int = 200
+  precision: str | None = "highest"
 
   def __post_init__(self):
     validation.check_nonnegative(self.atol, "atol")
     validation.check_nonnegative(self.rtol, "rtol")
     validation.check_nonnegative_int(self.max_iters, "max_iters")
+    precision_lib.check_precision(self.precision)
 
 
 class IResNetBlock(nn.Module):
@@ -132,7 +143,7 @@ class IResNetBlock(nn.Module):
     """
     g = self.g.residual_function(y.shape[1:])
     return fixed_point.fixed_point_inverse(g, y, atol=options.atol, rtol=options.rtol,
-                                           max_iters=options.max_iters)
+                                           max_iters=options.max_iters, precision=options.precision)
 
   def __call__(self, x: jax.Array) -> jax.Array:
     return self.forward_and_log_det(x, LogDetOptions(mode=None))[0]

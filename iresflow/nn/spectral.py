@@ -11,6 +11,9 @@ convolution with its padding, not of the reshaped kernel).
 read-only and ``sigma = ||W u||`` is re-evaluated at it, so evaluation is deterministic. At ``init``,
 ``n_init_power_iterations`` iterations give training a good first estimate.
 
+The estimate runs at full float32 matmul precision (``'highest'``) on every platform, since an
+error there goes straight into ``Lip(g)`` (see :mod:`iresflow.core.precision`).
+
 ``coeff=None`` turns the normalisation off (an ordinary layer, for the unconstrained ResNet twin).
 
 The layers expose :meth:`normalized_weights`, which returns the normalised ``(kernel, bias)``; blocks
@@ -27,7 +30,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from iresflow.core import spectral, validation
+from iresflow.core import precision, spectral, validation
 
 Dtype = jnp.dtype
 
@@ -130,7 +133,8 @@ class _SpectralLayer(nn.Module):
       n_iters = self.n_power_iterations
     else:
       n_iters = 0
-    estimate = NORM_ESTIMATORS[self.norm_estimator]
+    # At full float32 precision: TF32 / bfloat16 matmuls would put their error into Lip(g).
+    estimate = precision.with_matmul_precision(NORM_ESTIMATORS[self.norm_estimator], "highest")
     sigma, u_new = estimate(self._operator(kernel), u.value, n_iters)
     if self.is_mutable_collection("spectral"):
       u.value = u_new
