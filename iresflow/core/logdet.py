@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from iresflow.core import validation
+from iresflow.core import precision as precision_lib, validation
 
 ResidualFn = Callable[[jax.Array], jax.Array]
 
@@ -68,6 +68,17 @@ def _check_batched_input(x: jax.Array) -> None:
 GRADIENTS = ("backprop", "neumann")
 
 
+def _probe_vector_jacobian(vjp_fn, n_probes: int):
+  """``w -> w^T J_g`` for probes stacked on a leading axis ``(n_probes, batch, ...)``.
+
+  One probe calls ``vjp_fn`` directly: ``vmap`` over an axis of size 1 would add a batch dimension
+  to every matmul, which XLA:CPU lays out with a transpose copy per product.
+  """
+  if n_probes == 1:
+    return lambda w: vjp_fn(w[0])[0][None]
+  return jax.vmap(lambda w: vjp_fn(w)[0])
+
+
 def _series_loop(vjp_fn, v: jax.Array, n_terms, term_weight, neumann: bool, unroll: bool = False):
   """Runs ``w^T <- w^T J_g`` for ``k = 1..n_terms`` and accumulates the weighted series.
 
@@ -77,7 +88,7 @@ def _series_loop(vjp_fn, v: jax.Array, n_terms, term_weight, neumann: bool, unro
   (static ``n_terms`` only) traces every term instead of one loop body.
   """
   dtype = v.dtype
-  vector_jacobian = jax.vmap(lambda w: vjp_fn(w)[0])
+  vector_jacobian = _probe_vector_jacobian(vjp_fn, v.shape[0])
 
   def add_term(k, carry):
     w, value, neumann_w = carry
@@ -96,7 +107,7 @@ def _series_loop(vjp_fn, v: jax.Array, n_terms, term_weight, neumann: bool, unro
 
 def _with_neumann_gradient(vjp_fn, v, value, neumann_w):
   """``value`` forward; backward the gradient of ``w^T J_g v`` (Chen et al. 2019, eq. 8)."""
-  vector_jacobian = jax.vmap(lambda w: vjp_fn(w)[0])
+  vector_jacobian = _probe_vector_jacobian(vjp_fn, v.shape[0])
   surrogate = _per_example_dot(vector_jacobian(jax.lax.stop_gradient(neumann_w)), v, 2)
   return jax.lax.stop_gradient(value) + surrogate - jax.lax.stop_gradient(surrogate)
 
@@ -296,19 +307,24 @@ def residual_jacobians(g: ResidualFn, x: jax.typing.ArrayLike) -> jax.Array:
   return jax.vmap(jacobian)(x)
 
 
-def exact_logdet(g: ResidualFn, x: jax.typing.ArrayLike) -> tuple[jax.Array, jax.Array]:
+def exact_logdet(g: ResidualFn, x: jax.typing.ArrayLike, precision: str | None = "highest"
+                 ) -> tuple[jax.Array, jax.Array]:
   """Exact ``ln |det(I + J_g(x))|`` per example, by ``jax.jacfwd`` and ``slogdet``.
 
   Costs ``d`` forward passes and ``O(d^3)`` per example: for tests, 2-D densities and small images.
-  For contractive ``g`` the determinant is positive (Lemma 6), so this is ``ln det``.
+  For contractive ``g`` the determinant is positive (Lemma 6), so this is ``ln det``. ``g`` is
+  differentiated with its matmuls at ``precision`` (default ``'highest'``, see
+  :mod:`iresflow.core.precision`), so "exact" holds on GPUs and TPUs too.
 
   Args:
     g: batched residual function.
     x: inputs, shape ``(batch, ...)``.
+    precision: matmul precision of ``g`` (None: JAX's ambient default).
 
   Returns:
     ``(g(x), logdet)`` with ``logdet`` of shape ``(batch,)``.
   """
+  g = precision_lib.with_matmul_precision(g, precision)
   jacobians = residual_jacobians(g, x)
   eye = jnp.eye(jacobians.shape[-1], dtype=jacobians.dtype)
   _, logdet = jnp.linalg.slogdet(eye + jacobians)
