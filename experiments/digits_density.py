@@ -22,7 +22,6 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from iresflow.data import BatchSampler, load_image_dataset
 from iresflow.models import IResNetFlow
@@ -31,6 +30,7 @@ from iresflow.train import plots, steps
 from iresflow.train.state import create_optimizer
 
 # Run as a script, experiments/ is on sys.path.
+from fitting import fit  # noqa: E402
 from glow_baseline import GlowImageFlow, parameter_count  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -42,30 +42,16 @@ def train(variables, log_prob_fn, data, n_steps: int, batch_size: int, seed: int
   dim = math.prod(data.image_shape)
   optimizer = create_optimizer("adam", 2e-3, num_steps=n_steps, warmup_steps=min(100, n_steps // 10),
                                grad_clip=1.0)
-  params = variables["params"]
-  rest = {k: v for k, v in variables.items() if k != "params"}
-  opt_state = optimizer.init(params)
   sampler = BatchSampler(len(data.train_images), batch_size, seed)
 
-  @jax.jit
-  def step(params, rest, opt_state, images, key):
+  def loss_fn(variables, images, key):
     data_key, model_key = jax.random.split(key)
     x, pre_logdet = preprocessing(images, data_key)
+    log_prob, updated = log_prob_fn(variables, x, model_key)
+    return jnp.mean(preprocessing.loss_per_example(log_prob + pre_logdet, dim)), updated
 
-    def loss_fn(params):
-      log_prob, updated = log_prob_fn({"params": params, **rest}, x, model_key)
-      return jnp.mean(preprocessing.loss_per_example(log_prob + pre_logdet, dim)), updated
-    (loss, updated), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-    updates, opt_state = optimizer.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), {**rest, **updated}, opt_state, loss
-
-  key = jax.random.key(seed)
-  for i in range(n_steps):
-    images = jnp.asarray(data.train_images[sampler.global_indices(i)])
-    params, rest, opt_state, loss = step(params, rest, opt_state, images, jax.random.fold_in(key, i))
-    if not np.isfinite(float(loss)):
-      raise FloatingPointError(f"training diverged at step {i}")
-  return {"params": params, **rest}
+  return fit(variables, loss_fn, optimizer, lambda i: data.train_images[sampler.global_indices(i)], n_steps,
+             jax.random.key(seed))
 
 
 def test_bits_per_dim(log_prob_fn, data, batch: int = 120) -> float:

@@ -37,6 +37,7 @@ from iresflow.models import IResNetFlow  # noqa: E402
 from iresflow.nn import InverseOptions, LogDetOptions  # noqa: E402
 
 # Run as a script, experiments/ is on sys.path.
+from fitting import fit  # noqa: E402
 from glow_baseline import GlowFlow, parameter_count  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -46,25 +47,14 @@ LIMIT = 4.0
 
 def train(model, variables, log_prob_fn, toy: str, steps: int, batch: int, seed: int):
   """Adam on ``-mean log p``; returns the trained variables. ``log_prob_fn(variables, x, key)``."""
-  params = variables["params"]
-  rest = {k: v for k, v in variables.items() if k != "params"}
   optimizer = optax.adam(optax.cosine_decay_schedule(2e-3, steps, alpha=0.05))
-  opt_state = optimizer.init(params)
   data = sample_toy(toy, steps * batch, seed + 1).reshape(steps, batch, 2)
 
-  @jax.jit
-  def step(params, rest, opt_state, x, key):
-    def loss_fn(params):
-      log_prob, updated = log_prob_fn({"params": params, **rest}, x, key)
-      return -jnp.mean(log_prob), updated
-    (loss, updated), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-    updates, opt_state = optimizer.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), {**rest, **updated}, opt_state, loss
+  def loss_fn(variables, x, key):
+    log_prob, updated = log_prob_fn(variables, x, key)
+    return -jnp.mean(log_prob), updated
 
-  key = jax.random.key(seed)
-  for i in range(steps):
-    params, rest, opt_state, _ = step(params, rest, opt_state, jnp.asarray(data[i]), jax.random.fold_in(key, i))
-  return {"params": params, **rest}
+  return fit(variables, loss_fn, optimizer, lambda i: data[i], steps, jax.random.key(seed))
 
 
 def main() -> None:
