@@ -119,8 +119,8 @@ def fixed_point_inverse(
   Each iteration costs one evaluation of ``g`` on the batch; the residual is computed from that same
   evaluation, so the reported ``residual`` is exact for the returned ``x``. ``g`` runs with its
   matmuls and convolutions at ``precision`` (default ``'highest'``): with JAX's default TensorFloat-32
-  on a GPU, or bfloat16 on a TPU, the residual cannot get below about 1e-4 and a tighter tolerance
-  would never be met (see :mod:`iresflow.core.precision`).
+  on a GPU, or bfloat16 on a TPU, ``g`` carries errors of ~1e-4 relative, and the residual of some
+  examples stalls above tolerances like 1e-5 (see :mod:`iresflow.core.precision`).
 
   Differentiable by implicit differentiation (``jax.custom_vjp``), never by backpropagating through
   the loop: the gradient with respect to ``y`` and to whatever ``g`` closes over (its parameters)

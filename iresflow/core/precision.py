@@ -5,7 +5,8 @@ on recent NVIDIA GPUs (10-bit mantissa, relative error about 5e-4), one bfloat16
 fine for a training step, but not for
 
 * the fixed-point inverse (Algorithm 1), which must drive ``max |x + g(x) - y|`` below a tolerance
-  such as 1e-6: with TF32 ``g`` the residual stalls near 1e-4 and the loop runs to ``max_iters``;
+  such as 1e-5: with TF32 matmuls in ``g`` the residual of some examples stalls above it and their
+  loop runs to ``max_iters`` (measured on an H200, docs/vs_normflows_gpu.md);
 * the spectral-norm estimate (eq. 2), whose error goes straight into ``Lip(g)``;
 * the exact log-determinant, whose name promises what it computes.
 

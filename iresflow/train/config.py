@@ -17,7 +17,8 @@ Every key, with its meaning:
 * ``augment_padding``, ``augment_flip``: classification augmentation (random crop, horizontal flip).
 * logging: ``log_every``, ``checkpoint_every`` (0: only at the end), ``progress`` (progress bar).
 * evaluation: ``eval_batch_size``, ``num_eval_examples`` (0: all), ``num_samples``, ``inverse``
-  (``atol``, ``rtol``, ``max_iters``), ``eval_refresh_iterations`` (norm-estimator refreshes for the
+  (``atol``, ``rtol``, ``max_iters``, and ``precision``, default ``'highest'``; see ``InverseOptions``),
+  ``eval_refresh_iterations`` (norm-estimator refreshes for the
   evaluated parameters).
 * ``toy_train_size``, ``toy_test_size``: sizes of generated 2-D data sets.
 """
@@ -62,7 +63,7 @@ def default_config() -> ml_collections.ConfigDict:
   config.eval_batch_size = 128
   config.num_eval_examples = 0
   config.num_samples = 64
-  config.inverse = ml_collections.ConfigDict(dict(atol=1e-6, rtol=1e-6, max_iters=500))
+  config.inverse = ml_collections.ConfigDict(dict(atol=1e-6, rtol=1e-6, max_iters=500, precision="highest"))
   config.eval_refresh_iterations = 10
 
   config.toy_train_size = 20000
