@@ -7,6 +7,7 @@ Sections:
 * ``sampling``: sampling time of both workloads, iresflow's inverse at ``precision='highest'`` (the
   default) and at JAX's default (TensorFloat-32 matmuls on recent GPUs), with iterations and
   convergence; normflows beside it.
+* ``train_image``: training-step time of the image workload, both gradients, all sides.
 * ``memory``: peak memory of the image training step with 2 and 20 series terms (fresh process per
   cell; both sides read their allocator's peak).
 * ``compile``: compile time of the jitted train step of an 8- and a 64-block flow.
@@ -54,6 +55,16 @@ def sampling():
     yield workload.name, entry
 
 
+def train_image():
+  image = bench.workloads(quick=QUICK)[1]
+  for gradient in ("backprop", "neumann"):
+    for side_name in bench.SIDES:
+      entry = bench.train_times(side_name, image, gradient, 3, 10)
+      entry["median_ms"] = 1e3 * statistics.median(entry["times"])
+      print(gradient, side_name, entry["median_ms"], flush=True)
+      yield f"{gradient}/{side_name}", entry
+
+
 def memory():
   image = bench.workloads(quick=QUICK)[1]
   cells = [("iresflow", "neumann"), ("normflows", "neumann"), ("iresflow", "backprop"), ("normflows", "backprop")]
@@ -83,7 +94,7 @@ def fullsize():
     yield f"{name}/{'unrolled' if unroll else 'scan'}", entry
 
 
-SECTIONS = {"sampling": sampling, "memory": memory, "compile": compile_cells, "fullsize": fullsize}
+SECTIONS = {"sampling": sampling, "train_image": train_image, "memory": memory, "compile": compile_cells, "fullsize": fullsize}
 
 
 def main() -> None:

