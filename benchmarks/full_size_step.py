@@ -8,7 +8,7 @@ accelerator; on a CPU the full-size steps take minutes.
 
     python benchmarks/full_size_step.py                          # mnist_flow and cifar10_flow
     python benchmarks/full_size_step.py --configs mnist_flow --unroll both --output out.json
-    python benchmarks/full_size_step.py --quick                  # digits_flow, seconds (a test runs it)
+    python benchmarks/full_size_step.py --quick                  # tiny digits_flow, seconds (a test runs it)
     JAX_PLATFORMS=cpu python benchmarks/full_size_step.py --flops  # FLOPs per step (XLA cost analysis)
 """
 
@@ -85,9 +85,10 @@ def step_flops(config_name: str) -> float:
   return float(analysis["flops"]) * depths.pop()
 
 
-def time_step(config_name: str, unroll: bool, repeats: int, warmup: int = 2) -> dict:
+def time_step(config_name: str, unroll: bool, repeats: int, warmup: int = 2,
+              blocks_per_stage: int | None = None) -> dict:
   """Compile time and step times of ``config_name``'s density train step."""
-  train_step, state, batches, config = build_step(config_name, unroll)
+  train_step, state, batches, config = build_step(config_name, unroll, blocks_per_stage)
   lowered = train_step.lower(state, batches[0])
   start = time.perf_counter()
   compiled = lowered.compile()
@@ -112,7 +113,8 @@ def main() -> None:
   parser.add_argument("--configs", nargs="+", default=["mnist_flow", "cifar10_flow"])
   parser.add_argument("--unroll", choices=["scan", "unrolled", "both"], default="both")
   parser.add_argument("--repeats", type=int, default=10)
-  parser.add_argument("--quick", action="store_true", help="digits_flow, 2 timed steps, nn.scan only")
+  parser.add_argument("--quick", action="store_true",
+                      help="digits_flow with one block per stage, 1 timed step, nn.scan only")
   parser.add_argument("--flops", action="store_true",
                       help="print each config's FLOPs per step (XLA cost analysis; run on a CPU) instead of timing")
   parser.add_argument("--output", default=None, help="JSON file for the results (default: print only)")
@@ -127,7 +129,8 @@ def main() -> None:
   results = []
   for name in args.configs:
     for unroll in variants:
-      entry = time_step(name, unroll, args.repeats)
+      entry = (time_step(name, unroll, 1, warmup=1, blocks_per_stage=1) if args.quick
+               else time_step(name, unroll, args.repeats))
       results.append(entry)
       print(f"{name} {'unrolled' if unroll else 'nn.scan'}: {entry['params']:,} parameters, compile "
             f"{entry['compile_s']:.1f} s, step {1e3 * entry['median_s']:.1f} ms "
