@@ -37,18 +37,13 @@ def sampling():
     entry = {}
     variants = ["iresflow"] + (["iresflow-unrolled"] if workload.image else [])
     for side_name in variants:
-      side = bench.SIDES[side_name](workload, "backprop")
-      for i in range(3):  # a few training steps, as in bench.sample_times
-        side.step(i)
+      side = bench.trained_side(side_name, workload)
       for precision in ("highest", None):
-        sampler = side.make_sampler(workload.batch, precision)
-        mean_iterations, converged = sampler(0)
-        times = bench.time_calls(sampler, 2, SAMPLING_REPEATS)
-        entry[f"{side_name}/{precision or 'default'}"] = {
-            "times": times, "median_ms": 1e3 * statistics.median(times), "mean_iterations": mean_iterations,
-            "converged": converged}
-        print(workload.name, side_name, precision, entry[f"{side_name}/{precision or 'default'}"]["median_ms"],
-              mean_iterations, converged, flush=True)
+        key = f"{side_name}/{precision or 'default'}"
+        entry[key] = bench.time_sampler(side, workload, 2, SAMPLING_REPEATS, precision)
+        entry[key]["median_ms"] = 1e3 * statistics.median(entry[key]["times"])
+        print(workload.name, key, entry[key]["median_ms"], entry[key]["mean_iterations"], entry[key]["converged"],
+              flush=True)
     entry["normflows"] = bench.sample_times("normflows", workload, 2, SAMPLING_REPEATS)
     entry["normflows"]["median_ms"] = 1e3 * statistics.median(entry["normflows"]["times"])
     print(workload.name, "normflows", entry["normflows"]["median_ms"], flush=True)
@@ -76,9 +71,8 @@ def memory():
 
 
 def compile_cells():
-  sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
   from compile_time import compile_seconds
-  depths, hidden, image = ((2, 4), 4, 8) if QUICK else ((8, 64), 64, 28)  # as bench.compile_depths
+  depths, hidden, image = bench.compile_sizes(QUICK)
   for n_blocks in depths:
     seconds = compile_seconds(n_blocks, hidden, image)
     print(n_blocks, seconds, flush=True)

@@ -267,16 +267,27 @@ def train_times(side_name: str, workload: Workload, gradient: str, warmup: int, 
   return result
 
 
-def sample_times(side_name: str, workload: Workload, warmup: int, repeats: int,
-                 precision: str | None = "highest") -> dict:
-  """Sampling times; ``precision`` is iresflow's matmul precision in the inverse (ignored for normflows)."""
+def trained_side(side_name: str, workload: Workload):
+  """A side after a few training steps, so the weights are not at their initial values."""
   side = SIDES[side_name](workload, "backprop")
-  for i in range(3):  # a few training steps, so the weights are not at their initial values
+  for i in range(3):
     side.step(i)
-  sampler = side.make_sampler(workload.batch, precision) if side_name in OURS else side.make_sampler(workload.batch)
+  return side
+
+
+def time_sampler(side, workload: Workload, warmup: int, repeats: int, precision: str | None = "highest") -> dict:
+  """Sampling times of ``side``; ``precision`` is iresflow's matmul precision in the inverse."""
+  sampler = side.make_sampler(workload.batch, precision) if isinstance(side, IresflowSide) else \
+      side.make_sampler(workload.batch)
   info = sampler(0)
   times = time_calls(sampler, warmup, repeats)
   return {"times": times, "mean_iterations": info[0], "converged": info[1], "n": workload.batch}
+
+
+def sample_times(side_name: str, workload: Workload, warmup: int, repeats: int,
+                 precision: str | None = "highest") -> dict:
+  """Sampling times of a freshly trained side (``precision``: iresflow's, ignored for normflows)."""
+  return time_sampler(trained_side(side_name, workload), workload, warmup, repeats, precision)
 
 
 class _PeakResident:
@@ -361,10 +372,15 @@ def matmul_flops_per_second(size: int, repeats: int = 10) -> float:
   return 2 * size**3 / statistics.median(times)
 
 
+def compile_sizes(quick: bool) -> tuple[tuple[int, ...], int, int]:
+  """``(depths, hidden, image size)`` of the compile-time comparison."""
+  return ((2, 4), 4, 8) if quick else ((8, 64), 64, 28)
+
+
 def compile_depths(quick: bool) -> dict[int, float]:
   sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
   from compile_time import compile_seconds
-  depths, hidden, image = ((2, 4), 4, 8) if quick else ((8, 64), 64, 28)
+  depths, hidden, image = compile_sizes(quick)
   return {n: compile_seconds(n, hidden, image) for n in depths}
 
 
