@@ -37,13 +37,18 @@ class FixedPointInfo(NamedTuple):
 
 
 def _per_example_max_abs(x: jax.Array) -> jax.Array:
-  return jnp.max(jnp.abs(x.reshape(x.shape[0], -1)), axis=1)
+  """``max |x|`` per example, in float32 (float64 for float64 inputs) whatever ``x``'s dtype."""
+  return jnp.max(jnp.abs(x.reshape(x.shape[0], -1)), axis=1).astype(jnp.promote_types(x.dtype, jnp.float32))
 
 
-def _solve(g, y, atol, rtol, max_iters) -> tuple[jax.Array, FixedPointInfo]:
-  """The loop of Algorithm 1: ``x_{k+1} = y - g(x_k)`` from ``x_0 = y``, stopping per example."""
+def _solve(g, y, atol, rtol, max_iters, resolution_floor=0.0) -> tuple[jax.Array, FixedPointInfo]:
+  """The loop of Algorithm 1: ``x_{k+1} = y - g(x_k)`` from ``x_0 = y``, stopping per example.
+
+  The tolerance is ``max(atol + rtol * max|y|, resolution_floor * max|y|)`` per example.
+  """
   batch_shape = (y.shape[0],) + (1,) * (y.ndim - 1)
-  tolerance = atol + rtol * _per_example_max_abs(y)
+  scale = _per_example_max_abs(y)
+  tolerance = jnp.maximum(atol + rtol * scale, resolution_floor * scale)
 
   def residual_of(x, gx):
     return _per_example_max_abs(x + gx - y)
@@ -71,7 +76,8 @@ def _solve(g, y, atol, rtol, max_iters) -> tuple[jax.Array, FixedPointInfo]:
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
 def _implicit_solve(g_with_consts, options, y, consts):
-  return _solve(lambda x: g_with_consts(x, *consts), y, *options)
+  atol, rtol, max_iters, _ = options
+  return _solve(lambda x: g_with_consts(x, *consts), y, atol, rtol, max_iters)
 
 
 def _implicit_solve_fwd(g_with_consts, options, y, consts):
@@ -84,14 +90,22 @@ def _implicit_solve_bwd(g_with_consts, options, residuals, cotangents):
 
   Then ``y_bar = a`` and the parameters of ``g`` get ``-a^T dg/dtheta``. The adjoint iteration is a
   contraction with the same ``Lip(g) < 1``, so it converges like the forward one; it uses the same
-  tolerances.
+  tolerances, but never below the resolution of the cotangent's dtype (``4 eps max|x_bar|``): the
+  cotangent's scale is the loss's, not the data's, and an absolute tolerance far below its rounding
+  error cannot be met. Where the adjoint does not reach the tolerance within ``max_iters``,
+  ``adjoint_failure='nan'`` sets that example's ``a`` to NaN, so the example's input gradient and
+  every parameter gradient are NaN.
   """
   x, consts = residuals
   x_bar = cotangents[0]
   _, vjp_x = jax.vjp(lambda x: g_with_consts(x, *consts), x)
-  atol, rtol, max_iters = options
+  atol, rtol, max_iters, adjoint_failure = options
   adjoint_g = lambda a: vjp_x(a)[0]
-  a, _ = _solve(adjoint_g, x_bar, atol, rtol, max_iters)
+  floor = 4 * float(jnp.finfo(x_bar.dtype).eps)
+  a, adjoint_info = _solve(adjoint_g, x_bar, atol, rtol, max_iters, resolution_floor=floor)
+  if adjoint_failure == "nan":
+    failed = jnp.logical_not(adjoint_info.converged).reshape((-1,) + (1,) * (a.ndim - 1))
+    a = jnp.where(failed, jnp.asarray(jnp.nan, a.dtype), a)
   _, vjp_consts = jax.vjp(lambda c: g_with_consts(x, *c), consts)
   (consts_bar,) = vjp_consts(-a)
   return a, consts_bar
@@ -108,6 +122,7 @@ def fixed_point_inverse(
     rtol: float = 1e-6,
     max_iters: int = 200,
     precision: str | None = "highest",
+    adjoint_failure: str = "nan",
 ) -> tuple[jax.Array, FixedPointInfo]:
   """Solves ``x + g(x) = y`` for ``x`` by the fixed-point iteration of Algorithm 1.
 
@@ -124,8 +139,15 @@ def fixed_point_inverse(
 
   Differentiable by implicit differentiation (``jax.custom_vjp``), never by backpropagating through
   the loop: the gradient with respect to ``y`` and to whatever ``g`` closes over (its parameters)
-  solves the adjoint fixed point ``a = x_bar - J_g(x)^T a`` with the same tolerances. This allows
-  training through the inverse (sampling direction) and solving inverse problems.
+  solves the adjoint fixed point ``a = x_bar - J_g(x)^T a`` with the same tolerances (floored at the
+  float resolution of ``x_bar``, whose scale is the loss's, not the data's). This allows
+  training through the inverse (sampling direction) and solving inverse problems. The backward
+  pass has no ``info`` to return: an example whose adjoint solve does not converge within
+  ``max_iters`` (its cotangent is large against ``atol``, or ``g`` is barely contractive) would get
+  a silently wrong gradient, so by default (``adjoint_failure='nan'``) its input gradient and every
+  parameter gradient become NaN, which a training loop's finiteness check catches. The gradient of
+  an example whose *forward* solve did not converge is taken at a point that is not the inverse;
+  ``info.converged`` of the forward call says which.
 
   Args:
     g: the residual function, mapping a batch ``(batch, ...)`` to the same shape, contractive.
@@ -135,9 +157,13 @@ def fixed_point_inverse(
     max_iters: maximum number of updates (>= 0).
     precision: matmul precision of ``g`` inside the solve (see ``jax.default_matmul_precision``);
       None keeps the ambient default.
+    adjoint_failure: what the implicit gradient does for an example whose adjoint solve did not
+      converge: ``'nan'`` (its gradients become NaN) or ``'ignore'`` (keep the last iterate).
 
   Returns:
-    ``(x, info)``: ``x`` of ``y``'s shape and dtype, and a :class:`FixedPointInfo`.
+    ``(x, info)``: ``x`` of ``y``'s shape and dtype, and a :class:`FixedPointInfo` (``residual`` in
+    float32, or float64 for float64 ``y``). The iteration runs in ``y``'s dtype: for bfloat16, whose
+    resolution is ``2^-8`` relative, use ``rtol`` of about 1e-2, or solve in float32.
   """
   y = jnp.asarray(y)
   validation.check_min_rank(y, 1, "y", " with a leading batch axis")
@@ -145,9 +171,20 @@ def fixed_point_inverse(
   validation.check_nonnegative(atol, "atol")
   validation.check_nonnegative(rtol, "rtol")
   validation.check_nonnegative_int(max_iters, "max_iters")
+  check_adjoint_failure(adjoint_failure)
   g = precision_lib.with_matmul_precision(g, precision)
   g_with_consts, consts = jax.closure_convert(g, y)
-  return _implicit_solve(g_with_consts, (float(atol), float(rtol), int(max_iters)), y, tuple(consts))
+  options = (float(atol), float(rtol), int(max_iters), adjoint_failure)
+  return _implicit_solve(g_with_consts, options, y, tuple(consts))
+
+
+ADJOINT_FAILURES = ("nan", "ignore")
+
+
+def check_adjoint_failure(adjoint_failure) -> None:
+  """Raises ``ValueError`` unless ``adjoint_failure`` is one of :data:`ADJOINT_FAILURES`."""
+  if adjoint_failure not in ADJOINT_FAILURES:
+    raise ValueError(f"adjoint_failure: expected one of {ADJOINT_FAILURES}, got {adjoint_failure!r}")
 
 
 def banach_iterations(lipschitz: float, first_step: float, tolerance: float) -> int:

@@ -17,6 +17,10 @@ memory flat in the number of terms.
 All estimators take a batched residual function ``g: (batch, ...) -> (batch, ...)`` that treats
 each example separately, and return ``(g(x), logdet)`` with ``logdet`` of shape ``(batch,)``:
 ``g(x)`` falls out of the same ``jax.vjp`` and the block needs it for ``y = x + g(x)``.
+
+Dtypes: ``g``, its vector-Jacobian products and the probes run in the input's dtype (bfloat16
+inputs stay bfloat16); the terms are summed, and ``logdet`` returned, in :func:`accumulation_dtype`
+(float32, or float64 for float64 inputs).
 """
 
 from __future__ import annotations
@@ -55,9 +59,20 @@ def sample_probes(key: jax.Array, shape: Sequence[int], dtype, probe: str = "gau
   raise ValueError(f"probe: expected one of {PROBES}, got {probe!r}")
 
 
+def accumulation_dtype(dtype) -> jnp.dtype:
+  """The dtype log-determinants are summed in: float32, or float64 for float64 inputs.
+
+  Inputs in bfloat16 or float16 run ``g`` and its vector-Jacobian products in that dtype, but the
+  series' terms, the traces and the returned log-det are float32: a log-det of a few hundred nats
+  has no digits left after the decimal point in bfloat16.
+  """
+  return jnp.promote_types(dtype, jnp.float32)
+
+
 def _per_example_dot(a: jax.Array, b: jax.Array, n_leading: int) -> jax.Array:
-  """Sums ``a * b`` over all axes after the first ``n_leading`` ones."""
-  return jnp.sum(a * b, axis=tuple(range(n_leading, a.ndim)))
+  """Sums ``a * b`` over all axes after the first ``n_leading`` ones, in the accumulation dtype."""
+  dtype = accumulation_dtype(a.dtype)
+  return jnp.sum(a.astype(dtype) * b.astype(dtype), axis=tuple(range(n_leading, a.ndim)))
 
 
 def _check_batched_input(x: jax.Array) -> None:
@@ -87,7 +102,7 @@ def _series_loop(vjp_fn, v: jax.Array, n_terms, term_weight, neumann: bool, unro
   ``term_weight(k)``. ``n_terms`` may be traced (then the loop is a ``while_loop``); ``unroll``
   (static ``n_terms`` only) traces every term instead of one loop body.
   """
-  dtype = v.dtype
+  dtype = accumulation_dtype(v.dtype)  # w stays in v's dtype; sums are accumulated in this one
   vector_jacobian = _probe_vector_jacobian(vjp_fn, v.shape[0])
 
   def add_term(k, carry):
@@ -95,12 +110,12 @@ def _series_loop(vjp_fn, v: jax.Array, n_terms, term_weight, neumann: bool, unro
     weight = term_weight(k).astype(dtype)
     sign = jnp.where(k % 2 == 1, 1.0, -1.0).astype(dtype)
     if neumann:
-      neumann_w = neumann_w + sign * weight * w  # (-1)^{k-1} c_k v^T J^{k-1}
+      neumann_w = neumann_w + sign * weight * w.astype(dtype)  # (-1)^{k-1} c_k v^T J^{k-1}
     w = vector_jacobian(w)  # v^T J^k
     return w, value + sign * weight / k * _per_example_dot(w, v, 2), neumann_w
 
   value = jnp.zeros(v.shape[:2], dtype)
-  carry = (v, value, jnp.zeros_like(v) if neumann else None)
+  carry = (v, value, jnp.zeros(v.shape, dtype) if neumann else None)
   _, value, neumann_w = jax.lax.fori_loop(1, n_terms + 1, add_term, carry, unroll=unroll)
   return value, neumann_w
 
@@ -108,7 +123,7 @@ def _series_loop(vjp_fn, v: jax.Array, n_terms, term_weight, neumann: bool, unro
 def _with_neumann_gradient(vjp_fn, v, value, neumann_w):
   """``value`` forward; backward the gradient of ``w^T J_g v`` (Chen et al. 2019, eq. 8)."""
   vector_jacobian = _probe_vector_jacobian(vjp_fn, v.shape[0])
-  surrogate = _per_example_dot(vector_jacobian(jax.lax.stop_gradient(neumann_w)), v, 2)
+  surrogate = _per_example_dot(vector_jacobian(jax.lax.stop_gradient(neumann_w).astype(v.dtype)), v, 2)
   return jax.lax.stop_gradient(value) + surrogate - jax.lax.stop_gradient(surrogate)
 
 
@@ -163,7 +178,7 @@ def power_series_logdet(
     raise ValueError(f"gradient: expected one of {GRADIENTS}, got {gradient!r}")
   gx, vjp_fn = jax.vjp(g, x)
   v = sample_probes(key, (n_probes,) + x.shape, x.dtype, probe)
-  ones = lambda k: jnp.ones((), x.dtype)
+  ones = lambda k: jnp.ones((), accumulation_dtype(x.dtype))
   if gradient == "backprop":
     value, _ = _series_loop(vjp_fn, v, n_terms, ones, neumann=False, unroll=unroll)
   else:
@@ -326,6 +341,7 @@ def exact_logdet(g: ResidualFn, x: jax.typing.ArrayLike, precision: str | None =
   """
   g = precision_lib.with_matmul_precision(g, precision)
   jacobians = residual_jacobians(g, x)
+  jacobians = jacobians.astype(accumulation_dtype(jacobians.dtype))  # no slogdet in bfloat16
   eye = jnp.eye(jacobians.shape[-1], dtype=jacobians.dtype)
   _, logdet = jnp.linalg.slogdet(eye + jacobians)
   return g(jnp.asarray(x)), logdet

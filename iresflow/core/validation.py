@@ -8,6 +8,7 @@ from __future__ import annotations
 import numbers
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 
@@ -45,10 +46,13 @@ def check_nonnegative(value, name: str) -> None:
 
 
 def check_floating(x, name: str) -> None:
-  """Raises ``TypeError`` unless ``x`` has a floating-point dtype."""
-  dtype = np.dtype(getattr(x, "dtype", None) or np.result_type(x))
-  if not np.issubdtype(dtype, np.floating):
-    raise TypeError(f"{name}: expected a floating-point array, got dtype {dtype}")
+  """Raises ``TypeError`` unless ``x`` has a floating-point dtype (any of JAX's: float16/32/64, bfloat16)."""
+  dtype = getattr(x, "dtype", None)
+  dtype = np.result_type(x) if dtype is None else dtype
+  # jnp.issubdtype knows the ml_dtypes types (bfloat16, float8...); np.issubdtype does not.
+  if not jnp.issubdtype(dtype, jnp.floating):
+    raise TypeError(f"{name}: expected a floating-point array (float32, bfloat16, float16, float64), "
+                    f"got dtype {np.dtype(dtype).name}")
 
 
 def check_min_rank(x, min_rank: int, name: str, what: str = "") -> None:

@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from iresflow.core import validation
+from iresflow.core.logdet import accumulation_dtype
 from iresflow.nn import activations
 from iresflow.nn.block import LogDetOptions
 from iresflow.nn.reshape import injective_pad, squeeze
@@ -72,7 +73,7 @@ class IResNetClassifier(nn.Module):
       raise ValueError(f"x: spatial size {x.shape[1:3]} must be divisible by {factor} for "
                        f"{len(self.stages) - 1} downsamplings")
     x = injective_pad(x, self.injective_padding)
-    zeros = jnp.zeros((x.shape[0],), x.dtype)
+    zeros = jnp.zeros((x.shape[0],), accumulation_dtype(x.dtype))
     for i, (length, width) in enumerate(zip(self.stages, hidden)):
       validation.check_positive_int(length, "stages")
       step = FlowStep(hidden=width, kernel_sizes=tuple(self.kernel_sizes), activation=self.activation,

@@ -25,6 +25,7 @@ import jax.numpy as jnp
 
 from iresflow.core import validation
 from iresflow.core.fixed_point import FixedPointInfo
+from iresflow.core.logdet import accumulation_dtype
 from iresflow.nn import activations
 from iresflow.nn.block import InverseOptions, LogDetOptions
 from iresflow.nn.reshape import squeeze, unsqueeze
@@ -172,7 +173,7 @@ class IResNetFlow(nn.Module):
     """``(z, log det J_F(x))``: flat latents ``(batch, D)`` and the total log-det ``(batch,)``."""
     self._check_input(x, "x", tuple(self.data_shape))
     batch = x.shape[0]
-    total = jnp.zeros((batch,), x.dtype)
+    total = jnp.zeros((batch,), accumulation_dtype(x.dtype))
     pieces = []
     if self.stages:
       if self.initial_squeeze:
@@ -222,7 +223,8 @@ class IResNetFlow(nn.Module):
     return x, merge_inverse_info(stacked)
 
   def prior_log_prob(self, z: jax.Array) -> jax.Array:
-    """``log p_z(z)`` per example for flat latents ``(batch, D)``."""
+    """``log p_z(z)`` per example for flat latents ``(batch, D)``, in float32 for any ``z``."""
+    z = z.astype(accumulation_dtype(z.dtype))
     if self.prior == "learned":
       scaled = (z - self.prior_mean) * jnp.exp(-self.prior_log_scale)
       return jnp.sum(-0.5 * scaled**2 - 0.5 * _LOG_2PI - self.prior_log_scale, axis=1)

@@ -14,8 +14,12 @@ import jax.numpy as jnp
 
 
 def lipswish(x: jax.Array, beta: jax.typing.ArrayLike = 1.0) -> jax.Array:
-  """LipSwish ``x * sigmoid(beta * x) / 1.1`` (Chen et al. 2019); 1-Lipschitz for ``beta >= 0``."""
-  return x * jax.nn.sigmoid(beta * x) / 1.1
+  """LipSwish ``x * sigmoid(beta * x) / 1.1`` (Chen et al. 2019); 1-Lipschitz for ``beta >= 0``.
+
+  Computed in ``x``'s dtype (``beta`` is cast to it).
+  """
+  x = jnp.asarray(x)
+  return x * jax.nn.sigmoid(jnp.asarray(beta, x.dtype) * x) / jnp.asarray(1.1, x.dtype)
 
 
 ACTIVATIONS = {

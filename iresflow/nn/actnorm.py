@@ -26,21 +26,25 @@ class ActNorm(nn.Module):
   @nn.compact
   def _params(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
     axes = tuple(range(x.ndim - 1))
-    bias = self.param("bias", lambda _: -jnp.mean(x, axis=axes))
-    log_scale = self.param("log_scale", lambda _: -jnp.log(jnp.std(x, axis=axes) + self.eps))
+    x32 = x.astype(jnp.promote_types(x.dtype, jnp.float32))  # parameters are float32 for any input
+    bias = self.param("bias", lambda _: -jnp.mean(x32, axis=axes))
+    log_scale = self.param("log_scale", lambda _: -jnp.log(jnp.std(x32, axis=axes) + self.eps))
     return bias, log_scale
 
   def forward_and_log_det(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """``(y, log|det J|)`` for a batch ``x`` of shape ``(batch, ..., C)``; the log-det is ``(batch,)``."""
+    """``(y, log|det J|)`` for a batch ``x`` of shape ``(batch, ..., C)``; the log-det is ``(batch,)``.
+
+    ``y`` has ``x``'s dtype; the log-det is float32 (float64 for float64 ``x``).
+    """
     bias, log_scale = self._params(x)
     positions = math.prod(x.shape[1:-1])
-    logdet = jnp.full((x.shape[0],), positions * jnp.sum(log_scale), x.dtype)
-    return (x + bias) * jnp.exp(log_scale), logdet
+    logdet = jnp.full((x.shape[0],), positions * jnp.sum(log_scale), jnp.promote_types(x.dtype, jnp.float32))
+    return ((x + bias.astype(x.dtype)) * jnp.exp(log_scale).astype(x.dtype)), logdet
 
   def inverse(self, y: jax.Array) -> jax.Array:
-    """``x`` with ``forward(x) = y``; needs initialised parameters."""
+    """``x`` with ``forward(x) = y``, in ``y``'s dtype; needs initialised parameters."""
     bias, log_scale = self._params(y)
-    return y * jnp.exp(-log_scale) - bias
+    return y * jnp.exp(-log_scale).astype(y.dtype) - bias.astype(y.dtype)
 
   def __call__(self, x: jax.Array) -> jax.Array:
     return self.forward_and_log_det(x)[0]

@@ -89,18 +89,22 @@ class InverseOptions:
     precision: matmul precision of ``g`` in the solve: ``'highest'`` (default; true float32 on GPUs
       and TPUs, needed for tolerances below ~1e-4) or None for JAX's default (TensorFloat-32 on
       recent GPUs); see :mod:`iresflow.core.precision`.
+    adjoint_failure: ``'nan'`` (default) makes the gradient of an example whose adjoint solve did
+      not converge NaN; ``'ignore'`` keeps it (see :func:`fixed_point_inverse`).
   """
 
   atol: float = 1e-6
   rtol: float = 1e-6
   max_iters: int = 200
   precision: str | None = "highest"
+  adjoint_failure: str = "nan"
 
   def __post_init__(self):
     validation.check_nonnegative(self.atol, "atol")
     validation.check_nonnegative(self.rtol, "rtol")
     validation.check_nonnegative_int(self.max_iters, "max_iters")
     precision_lib.check_precision(self.precision)
+    fixed_point.check_adjoint_failure(self.adjoint_failure)
 
 
 class IResNetBlock(nn.Module):
@@ -121,7 +125,7 @@ class IResNetBlock(nn.Module):
     """``(F(x), log det J_F(x))`` for a batch ``x`` of shape ``(batch, ...)``; log-det ``(batch,)``."""
     g = self.g.residual_function(x.shape[1:])
     if logdet.mode is None:
-      return x + g(x), jnp.zeros((x.shape[0],), x.dtype)
+      return x + g(x), jnp.zeros((x.shape[0],), logdet_lib.accumulation_dtype(x.dtype))
     if logdet.mode == "exact":
       gx, value = logdet_lib.exact_logdet(g, x)
     elif logdet.mode == "series":
@@ -142,8 +146,8 @@ class IResNetBlock(nn.Module):
     Differentiable (implicit differentiation): gradients flow to ``y`` and to the parameters.
     """
     g = self.g.residual_function(y.shape[1:])
-    return fixed_point.fixed_point_inverse(g, y, atol=options.atol, rtol=options.rtol,
-                                           max_iters=options.max_iters, precision=options.precision)
+    return fixed_point.fixed_point_inverse(g, y, atol=options.atol, rtol=options.rtol, max_iters=options.max_iters,
+                                           precision=options.precision, adjoint_failure=options.adjoint_failure)
 
   def __call__(self, x: jax.Array) -> jax.Array:
     return self.forward_and_log_det(x, LogDetOptions(mode=None))[0]

@@ -70,15 +70,16 @@ class LipschitzConstraint:
 
 
 def conv2d(x: jax.Array, kernel: jax.Array, bias: jax.Array | None = None) -> jax.Array:
-  """Stride-1 ``SAME`` convolution of an NHWC batch with an HWIO kernel."""
-  y = jax.lax.conv_general_dilated(x, kernel, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
-  return y if bias is None else y + bias
+  """Stride-1 ``SAME`` convolution of an NHWC batch with an HWIO kernel, in ``x``'s dtype."""
+  y = jax.lax.conv_general_dilated(x, kernel.astype(x.dtype), (1, 1), "SAME",
+                                   dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  return y if bias is None else y + bias.astype(x.dtype)
 
 
 def dense(x: jax.Array, kernel: jax.Array, bias: jax.Array | None = None) -> jax.Array:
-  """``x @ kernel + bias`` on a ``(batch, in)`` array."""
-  y = x @ kernel
-  return y if bias is None else y + bias
+  """``x @ kernel + bias`` on a ``(batch, in)`` array, in ``x``'s dtype."""
+  y = x @ kernel.astype(x.dtype)
+  return y if bias is None else y + bias.astype(x.dtype)
 
 
 class _SpectralLayer(nn.Module):

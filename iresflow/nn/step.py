@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from iresflow.core.fixed_point import FixedPointInfo
+from iresflow.core.logdet import accumulation_dtype
 from iresflow.nn.actnorm import ActNorm
 from iresflow.nn.block import InverseOptions, IResNetBlock, LogDetOptions
 from iresflow.nn.spectral import LipschitzConstraint
@@ -41,7 +42,7 @@ class FlowStep(nn.Module):
 
   def forward_and_log_det(self, x: jax.Array, logdet: LogDetOptions = LogDetOptions()
                           ) -> tuple[jax.Array, jax.Array]:
-    total = jnp.zeros((x.shape[0],), x.dtype)
+    total = jnp.zeros((x.shape[0],), accumulation_dtype(x.dtype))
     if self.norm is not None:
       x, total = self.norm.forward_and_log_det(x)
     y, value = self.block.forward_and_log_det(x, logdet)

@@ -52,7 +52,11 @@ def create_optimizer(name: str, learning_rate: float, *, num_steps: int, warmup_
     warmup_steps: linear warm-up from 0.
     schedule: ``'constant'`` or ``'cosine'`` after warm-up.
     grad_clip: maximum global gradient norm, or None.
-    weight_decay: L2 weight decay added to the gradient (SGD) / decoupled (Adam: AdamW-style).
+    weight_decay: for ``'adam'`` and ``'adamax'`` decoupled weight decay (AdamW, Loshchilov & Hutter
+      2019: ``optax.adamw`` / ``optax.adamaxw``, each step subtracts ``learning_rate * weight_decay *
+      param`` beside the Adam update, which the gradient's scaling does not touch); for ``'sgd'`` the
+      classical L2 term ``weight_decay * param`` added to the gradient (the i-ResNet classifier's
+      5e-4), which the momentum then carries. Applied to every parameter.
     momentum: SGD momentum.
   """
   if name not in OPTIMIZERS:
@@ -68,15 +72,17 @@ def create_optimizer(name: str, learning_rate: float, *, num_steps: int, warmup_
                                optax.constant_schedule(learning_rate)], [warmup_steps])
   else:
     lr = learning_rate
+  if not weight_decay >= 0:
+    raise ValueError(f"weight_decay: expected a non-negative number, got {weight_decay}")
   parts = []
   if grad_clip:
     parts.append(optax.clip_by_global_norm(grad_clip))
-  if weight_decay:
-    parts.append(optax.add_decayed_weights(weight_decay))
   if name == "adam":
-    parts.append(optax.adam(lr))
+    parts.append(optax.adamw(lr, weight_decay=weight_decay) if weight_decay else optax.adam(lr))
   elif name == "adamax":
-    parts.append(optax.adamax(lr))
+    parts.append(optax.adamaxw(lr, weight_decay=weight_decay) if weight_decay else optax.adamax(lr))
   else:
+    if weight_decay:
+      parts.append(optax.add_decayed_weights(weight_decay))
     parts.append(optax.sgd(lr, momentum=momentum, nesterov=True))
   return optax.chain(*parts)

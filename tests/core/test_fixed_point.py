@@ -116,3 +116,57 @@ def test_banach_iterations_formula():
 def test_bad_input_is_named(kwargs, error, match):
   with pytest.raises(error, match=match):
     fixed_point.fixed_point_inverse(lambda x: 0.5 * x, **kwargs)
+
+
+def _linear_inverse_gradient(w, x, x_bar):
+  """``y_bar`` of ``x = F^{-1}(y)`` for ``g(x) = tanh(x W)`` at the solution ``x``: ``(I + J_g)^{-T} x_bar``."""
+  jacobians = jax.vmap(jax.jacfwd(lambda v: jnp.tanh(v @ w)))(x)
+  eye = jnp.eye(x.shape[1])
+  return jnp.stack([jnp.linalg.solve((eye + j).T, b) for j, b in zip(jacobians, x_bar)])
+
+
+def test_adjoint_solve_that_does_not_converge_gives_nan_gradients_not_silently_wrong_ones():
+  """The forward solve converges; the adjoint solve, whose right-hand side is 1e10 times larger than
+  the forward one's, needs more iterations than ``max_iters`` allows to reach the same relative accuracy."""
+  w = 0.9 * jnp.linalg.qr(jax.random.normal(jax.random.key(8), (4, 4)))[0]  # Lip(g) = 0.9, attained near 0
+  g = lambda x: jnp.tanh(x @ w)
+  y = 1e-4 * jax.random.normal(jax.random.key(9), (3, 4))
+  solve = dict(atol=1e-6, rtol=1e-6)
+  x, info = fixed_point.fixed_point_inverse(g, y, max_iters=1000, **solve)
+  forward_iterations = int(jnp.max(info.iterations))
+  assert bool(jnp.all(info.converged))
+  x_bar = jnp.full_like(y, 1e6)
+  exact = _linear_inverse_gradient(w, x, x_bar)
+
+  def y_bar(max_iters, adjoint_failure):
+    loss = lambda y: jnp.sum(fixed_point.fixed_point_inverse(g, y, max_iters=max_iters, **solve,
+                                                            adjoint_failure=adjoint_failure)[0] * x_bar)
+    _, info = fixed_point.fixed_point_inverse(g, y, max_iters=max_iters, **solve)
+    assert bool(jnp.all(info.converged))  # the forward solve is fine at this max_iters
+    return jax.grad(loss)(y)
+
+  limited = forward_iterations + 2
+  ignored = y_bar(limited, "ignore")
+  assert bool(jnp.all(jnp.isfinite(ignored)))
+  assert float(jnp.max(jnp.abs(ignored - exact) / jnp.abs(exact))) > 1e-3  # silently wrong by > 0.1%
+  flagged = y_bar(limited, "nan")
+  assert bool(jnp.all(jnp.isnan(flagged)))
+  # With enough iterations both policies give the exact gradient.
+  for policy in ("nan", "ignore"):
+    np.testing.assert_allclose(y_bar(1000, policy), exact, rtol=1e-4)
+
+
+def test_adjoint_failure_marks_only_the_examples_that_failed_and_every_parameter():
+  w = 0.9 * jnp.linalg.qr(jax.random.normal(jax.random.key(8), (4, 4)))[0]
+  y = 1e-4 * jax.random.normal(jax.random.key(9), (2, 4))
+  x_bar = jnp.asarray([[1e6] * 4, [0.0] * 4])  # the second example's adjoint is 0: converged at once
+
+  def loss(w, y):
+    x, _ = fixed_point.fixed_point_inverse(lambda x: jnp.tanh(x @ w), y, atol=1e-6, rtol=0.0, max_iters=60)
+    return jnp.sum(x * x_bar)
+
+  w_bar, y_bar = jax.grad(loss, argnums=(0, 1))(w, y)
+  assert bool(jnp.all(jnp.isnan(y_bar[0]))) and bool(jnp.all(y_bar[1] == 0.0))
+  assert bool(jnp.all(jnp.isnan(w_bar)))
+  with pytest.raises(ValueError, match="adjoint_failure"):
+    fixed_point.fixed_point_inverse(lambda x: 0.5 * x, y, adjoint_failure="warn")

@@ -234,3 +234,27 @@ def test_unrolled_blocks_and_series_compute_the_same_flow():
   x_back, info = unrolled.apply(variables, z, TIGHT, method=unrolled.inverse)
   assert bool(jnp.all(info.converged))
   np.testing.assert_allclose(x_back, x, atol=1e-5)
+
+
+def test_bfloat16_inputs_run_forward_log_det_and_inverse():
+  """bfloat16 data: activations and latents in bfloat16, parameters float32, log-dets float32."""
+  dtype = jnp.bfloat16
+  model, variables, x = _init(dict(data_shape=(4, 4, 1), stages=(2,), hidden=4, fc_blocks=1, fc_hidden=8), batch=4)
+  x_half = x.astype(dtype)
+  assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(variables))
+  forward = jax.jit(lambda x: model.apply(variables, x, LogDetOptions("exact"), method=model.forward_and_log_det))
+  z, logdet = forward(x)
+  z_half, logdet_half = forward(x_half)
+  assert z_half.dtype == dtype and logdet_half.dtype == jnp.float32
+  # bfloat16 keeps 8 bits of mantissa: agreement to a few units of its resolution.
+  resolution = float(jnp.finfo(dtype).eps)
+  np.testing.assert_allclose(np.asarray(z_half, np.float32), z, atol=8 * resolution * float(jnp.max(jnp.abs(z))))
+  np.testing.assert_allclose(logdet_half, logdet, rtol=0.02, atol=0.2)
+  series = jax.jit(lambda x: model.apply(variables, x, LogDetOptions("series", n_terms=5, gradient="neumann"),
+                                         rngs={"logdet": jax.random.key(0)}))(x_half)
+  assert series.dtype == jnp.float32 and bool(jnp.all(jnp.isfinite(series)))
+  solver = InverseOptions(atol=0.0, rtol=4 * resolution, max_iters=100)
+  x_back, info = jax.jit(lambda z: model.apply(variables, z, solver, method=model.inverse))(z_half)
+  assert x_back.dtype == dtype and info.residual.dtype == jnp.float32
+  assert bool(jnp.all(info.converged)), info
+  np.testing.assert_allclose(np.asarray(x_back, np.float32), x, atol=32 * resolution * float(jnp.max(jnp.abs(x))))
