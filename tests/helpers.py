@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from unittest import mock
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -57,3 +60,22 @@ def contractive_conv_net(key, shape, hidden: int, lipschitz: float):
   kern1 = kern1 * scale / exact_norm(lambda u: conv(u[None], kern1)[0], shape)
   kern2 = kern2 * scale / exact_norm(lambda u: conv(u[None], kern2)[0], (h, w, hidden))
   return lambda x: conv(jax.nn.elu(conv(x, kern1)), kern2)
+
+
+@contextlib.contextmanager
+def mock_tfds(num_examples: int, **kwargs):
+  """``tfds.testing.mock_data`` whose data sources also answer ``__getitems__`` (bulk reads).
+
+  TFDS 4.9.10's mock installs ``__getitems__`` as a ``functools.partial`` of a function that expects
+  ``self`` first, so a bulk read passes the keys as ``self`` and fails; this replaces that function
+  with one that takes the keys alone.
+  """
+  import tensorflow_datasets as tfds
+  from tensorflow_datasets.testing import mocking
+
+  def getitems(record_keys, generator, serialized=False):
+    assert not serialized
+    return [generator[key] for key in record_keys]
+
+  with mock.patch.object(mocking, "_getitems", getitems), tfds.testing.mock_data(num_examples=num_examples, **kwargs):
+    yield

