@@ -20,22 +20,23 @@ import jax.numpy as jnp
 import optax
 
 from iresflow.models import IResNetFlow
-from iresflow.nn import LogDetOptions
-from iresflow.train import TrainState, steps
+from iresflow.nn import ExactLogDet, PowerSeries, ResidualSpec
+from iresflow.train import TrainState
+from iresflow.train.steps import make_train_step
+from iresflow.train.tasks import DensityPreprocessing, DensityTask
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def compile_seconds(n_blocks: int, hidden: int, image: int) -> float:
-  model = IResNetFlow(data_shape=(image, image, 1), stages=(n_blocks,), hidden=hidden)
+  model = IResNetFlow(data_shape=(image, image, 1), stages=(n_blocks,), residual=ResidualSpec(hidden=hidden))
   x = jnp.zeros((16, image, image, 1), jnp.uint8)
-  preprocessing = steps.DensityPreprocessing(256)
-  variables = jax.jit(model.init)(jax.random.key(0), preprocessing(x, jax.random.key(1))[0] + 0.01)
+  task = DensityTask(model, DensityPreprocessing(256), PowerSeries(n_terms=5), ExactLogDet())
+  variables = jax.jit(task.init_variables)(jax.random.key(0), (x,))
   optimizer = optax.adam(1e-3)
   state = TrainState.create(variables, optimizer)
-  step = steps.make_density_train_step(model, optimizer, preprocessing, LogDetOptions("series", n_terms=5),
-                                       0.999, jax.random.key(2))
-  lowered = jax.jit(step).lower(state, x)
+  step = make_train_step(task, optimizer, 0.999, jax.random.key(2))
+  lowered = jax.jit(step).lower(state, (x,))
   start = time.perf_counter()
   lowered.compile()
   return time.perf_counter() - start

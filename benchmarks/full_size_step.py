@@ -1,10 +1,10 @@
 """Training-step time of the paper-size models (MNIST, CIFAR-10 configs) on synthetic data.
 
-Builds the model, optimizer and jitted train step exactly as ``experiments/train.py`` does for a
-config (same ``build_model``, ``make_density_train_step``, EMA, gradient clipping), feeds random
-uint8 images of the dataset's shape (the time does not depend on the pixel values), and reports the
-compile time and the median step time, with blocks under ``nn.scan`` and unrolled. Meant for an
-accelerator; on a CPU the full-size steps take minutes.
+Builds the model, optimizer and jitted train step with ``iresflow.train.setup_training``, the function
+``experiments/train.py`` runs (same model, task, EMA, gradient clipping, finiteness guard), on random
+uint8 images of the dataset's shape (``TrainingData.synthetic``: the time does not depend on the
+pixel values), and reports the compile time and the median step time, with blocks under ``nn.scan``
+and unrolled. Meant for an accelerator; on a CPU the full-size steps take minutes.
 
     python benchmarks/full_size_step.py                          # mnist_flow and cifar10_flow
     python benchmarks/full_size_step.py --configs mnist_flow --unroll both --output out.json
@@ -15,19 +15,16 @@ accelerator; on a CPU the full-size steps take minutes.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import statistics
 import time
 
 import jax
-import numpy as np
 
-from iresflow.nn import LogDetOptions
-from iresflow.train import TrainState, steps
-from iresflow.train.state import create_optimizer
-from iresflow.train.trainer import build_model
+from iresflow.train import TrainingData, setup_training
+from iresflow.train import load_config as load_config_file
+from iresflow.train.steps import Divergence
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA_SHAPES = {"mnist": (28, 28, 1), "cifar10": (32, 32, 3), "digits": (8, 8, 1)}
@@ -35,38 +32,25 @@ NUM_LEVELS = {"mnist": 256, "cifar10": 256, "digits": 17}
 
 
 def load_config(name: str):
-  path = os.path.join(ROOT, "experiments", "configs", f"{name}.py")
-  spec = importlib.util.spec_from_file_location(name, path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
+  return load_config_file(os.path.join(ROOT, "experiments", "configs", f"{name}.py"))
 
 
 def build_step(config_name: str, unroll: bool, blocks_per_stage: int | None = None):
-  """``(jitted train step, state, two uint8 batches, config)`` for ``config_name`` on synthetic data.
+  """``(jitted train step, state, two batches, config)`` for ``config_name`` on synthetic data.
 
-  ``unroll`` unrolls the blocks and the series terms; ``blocks_per_stage`` overrides the depth.
+  The step is ``step(state, divergence, batch) -> (state, divergence, metrics)`` (see
+  ``iresflow.train.steps``). ``unroll`` unrolls the blocks and the series terms;
+  ``blocks_per_stage`` overrides the depth.
   """
   config = load_config(config_name)
   config.model.unroll_blocks = unroll
-  config.logdet.unroll = unroll
+  config.estimator.unroll = unroll
   if blocks_per_stage is not None:
     config.model.stages = (blocks_per_stage,) * len(config.model.stages)
-  data_shape = DATA_SHAPES[config.dataset]
-  model = build_model(config, data_shape, num_classes=0)
-  optimizer = create_optimizer(config.optimizer, config.learning_rate, num_steps=config.num_steps,
-                               warmup_steps=config.warmup_steps, schedule=config.schedule,
-                               grad_clip=config.grad_clip, weight_decay=config.weight_decay)
-  preprocessing = steps.DensityPreprocessing(NUM_LEVELS[config.dataset], config.get("logit_alpha"))
-  rng = np.random.default_rng(0)
-  batches = [rng.integers(0, NUM_LEVELS[config.dataset], (config.batch_size, *data_shape), dtype=np.uint8)
-             for _ in range(2)]
-  x_init, _ = preprocessing(jax.numpy.asarray(batches[0]), jax.random.key(0))
-  state = TrainState.create(jax.jit(model.init)(jax.random.key(1), x_init), optimizer)
-  logdet = LogDetOptions(**dict(config.logdet))
-  train_step = steps.make_density_train_step(model, optimizer, preprocessing, logdet, config.ema_decay,
-                                             jax.random.key(2))
-  return jax.jit(train_step, donate_argnums=0), state, batches, config
+  data = TrainingData.synthetic(DATA_SHAPES[config.dataset], NUM_LEVELS[config.dataset], 2 * config.batch_size)
+  training = setup_training(config, data=data)
+  step = lambda state, batch: training.train_step(state, Divergence.none(), batch)
+  return step, training.state, [training.device_batch(i) for i in range(2)], config
 
 
 def step_flops(config_name: str) -> float:
@@ -80,7 +64,7 @@ def step_flops(config_name: str) -> float:
   if len(depths) != 1:
     raise ValueError(f"config: expected stages of equal depth for the scaling, got {sorted(depths)}")
   train_step, state, batches, _ = build_step(config_name, True, blocks_per_stage=1)
-  analysis = train_step.lower(state, batches[0]).compile().cost_analysis()
+  analysis = jax.jit(train_step).lower(state, batches[0]).compile().cost_analysis()
   analysis = analysis[0] if isinstance(analysis, (list, tuple)) else analysis
   return float(analysis["flops"]) * depths.pop()
 
@@ -89,20 +73,20 @@ def time_step(config_name: str, unroll: bool, repeats: int, warmup: int = 2,
               blocks_per_stage: int | None = None) -> dict:
   """Compile time and step times of ``config_name``'s density train step."""
   train_step, state, batches, config = build_step(config_name, unroll, blocks_per_stage)
-  lowered = train_step.lower(state, batches[0])
+  lowered = jax.jit(train_step, donate_argnums=0).lower(state, batches[0])
   start = time.perf_counter()
   compiled = lowered.compile()
   compile_s = time.perf_counter() - start
   times = []
   for i in range(warmup + repeats):
     start = time.perf_counter()
-    state, metrics = compiled(state, batches[i % 2])
+    state, _, metrics = compiled(state, batches[i % 2])
     loss = float(metrics["loss"])  # waits for the step
     if i >= warmup:
       times.append(time.perf_counter() - start)
   n_params = sum(p.size for p in jax.tree.leaves(state.params))
   return {"config": config_name, "unroll_blocks": unroll, "blocks": list(config.model.stages),
-          "hidden": config.model.hidden, "batch": config.batch_size, "params": int(n_params),
+          "hidden": config.model.residual.hidden, "batch": config.batch_size, "params": int(n_params),
           "compile_s": compile_s, "times": times, "median_s": statistics.median(times),
           "images_per_s": config.batch_size / statistics.median(times), "loss": loss,
           "device": jax.devices()[0].device_kind, "backend": jax.default_backend()}

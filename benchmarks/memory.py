@@ -20,22 +20,22 @@ import jax.numpy as jnp
 import optax
 
 from iresflow.models import IResNetFlow
-from iresflow.nn import LogDetOptions
-from iresflow.train import TrainState, steps
+from iresflow.nn import ExactLogDet, PowerSeries, ResidualSpec
+from iresflow.train import TrainState
+from iresflow.train.steps import make_train_step
+from iresflow.train.tasks import DensityPreprocessing, DensityTask
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def temp_bytes(n_terms: int, gradient: str, image: int, blocks: int, hidden: int, batch: int) -> int:
-  model = IResNetFlow(data_shape=(image, image, 1), stages=(blocks,), hidden=hidden)
+  model = IResNetFlow(data_shape=(image, image, 1), stages=(blocks,), residual=ResidualSpec(hidden=hidden))
   x = jnp.zeros((batch, image, image, 1), jnp.uint8)
-  preprocessing = steps.DensityPreprocessing(256)
-  variables = jax.jit(model.init)(jax.random.key(0), preprocessing(x, jax.random.key(1))[0] + 0.01)
+  task = DensityTask(model, DensityPreprocessing(256), PowerSeries(n_terms=n_terms, gradient=gradient), ExactLogDet())
+  variables = jax.jit(task.init_variables)(jax.random.key(0), (x,))
   optimizer = optax.adam(1e-3)
-  step = steps.make_density_train_step(
-      model, optimizer, preprocessing, LogDetOptions("series", n_terms=n_terms, gradient=gradient), 0.999,
-      jax.random.key(2))
-  compiled = jax.jit(step).lower(TrainState.create(variables, optimizer), x).compile()
+  step = make_train_step(task, optimizer, 0.999, jax.random.key(2))
+  compiled = jax.jit(step).lower(TrainState.create(variables, optimizer), (x,)).compile()
   return compiled.memory_analysis().temp_size_in_bytes
 
 

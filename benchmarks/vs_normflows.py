@@ -96,25 +96,26 @@ class IresflowSide:
     import optax
 
     from iresflow.models import IResNetFlow
-    from iresflow.nn import InverseOptions, LogDetOptions
+    from iresflow.nn import FixedPointSolver, LipschitzConstraint, PowerSeries, ResidualSpec
 
     self.jax = jax
-    common = dict(coeff=COEFF, n_power_iterations=N_POWER_ITERATIONS, norm_estimator="power",
-                  activation="lipswish", preactivation=True, actnorm=False, prior="learned", unroll_blocks=unroll)
+    residual = ResidualSpec(hidden=workload.hidden, kernel_sizes=(3, 1, 3), dense_layers=3, activation="lipswish",
+                            preactivation=True, constraint=LipschitzConstraint(
+                                coeff=COEFF, n_power_iterations=N_POWER_ITERATIONS, norm_estimator="power"))
+    common = dict(actnorm=False, prior="learned", unroll_blocks=unroll)
     if workload.image:
       c, h, w = workload.shape
-      self.model = IResNetFlow(data_shape=(h, w, c), stages=(workload.blocks,), hidden=workload.hidden,
-                               kernel_sizes=(3, 1, 3), initial_squeeze=False, **common)
+      self.model = IResNetFlow(data_shape=(h, w, c), stages=(workload.blocks,), residual=residual,
+                               initial_squeeze=False, **common)
       self.x = jnp.asarray(data(workload).transpose(0, 2, 3, 1))
     else:
       self.model = IResNetFlow(data_shape=workload.shape, stages=(), fc_blocks=workload.blocks,
-                               fc_hidden=workload.hidden, fc_layers=3, **common)
+                               fc_residual=residual, **common)
       self.x = jnp.asarray(data(workload))
     self.batch = workload.batch
-    logdet = LogDetOptions("series", n_terms=n_terms, n_probes=1, probe="gaussian", gradient=gradient,
-                           unroll=unroll)
-    self.inverse_options = InverseOptions(atol=INVERSE_ATOL, rtol=0.0, max_iters=1000)
-    variables = jax.jit(self.model.init)(jax.random.key(0), self.x)
+    estimator = PowerSeries(n_terms=n_terms, n_probes=1, probe="gaussian", gradient=gradient, unroll=unroll)
+    self.solver = FixedPointSolver(atol=INVERSE_ATOL, rtol=0.0, max_iters=1000)
+    variables = jax.jit(lambda key, x: self.model.init(key, x, estimator=estimator))(jax.random.key(0), self.x)
     self.params, self.spectral = variables["params"], variables["spectral"]
     self.optimizer = optax.adam(1e-4)
     self.opt_state = self.optimizer.init(self.params)
@@ -123,7 +124,7 @@ class IresflowSide:
 
     def train_step(params, spectral, opt_state, x, key):
       def loss_fn(params):
-        log_prob, updated = model.apply({"params": params, "spectral": spectral}, x, logdet,
+        log_prob, updated = model.apply({"params": params, "spectral": spectral}, x, estimator=estimator,
                                         rngs={"logdet": key}, mutable=["spectral"])
         return -jnp.mean(log_prob), updated["spectral"]
       (loss, spectral), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
@@ -151,14 +152,17 @@ class IresflowSide:
 
   def make_sampler(self, n: int, precision: str | None = "highest"):
     """``run(i)`` draws ``n`` samples; ``precision`` of ``g`` in the inverse (None: JAX's default)."""
+    from iresflow.nn import INVERSE_INFO, inverse_info
+
     variables = {"params": self.params, "spectral": self.spectral}
-    options = dataclasses.replace(self.inverse_options, precision=precision)
-    sample = self.jax.jit(lambda key: self.model.apply(variables, n, options, method=self.model.sample,
-                                                       rngs={"sample": key}))
+    solver = dataclasses.replace(self.solver, precision=precision)
+    sample = self.jax.jit(lambda key: self.model.apply(variables, n, solver=solver, method=self.model.sample,
+                                                       rngs={"sample": key}, mutable=[INVERSE_INFO]))
 
     def run(i: int):
-      x, info = sample(self.jax.random.key(i))
+      x, state = sample(self.jax.random.key(i))
       x.block_until_ready()
+      info = inverse_info(state)
       return float(info.iterations.mean()), bool(info.converged.all())
     return run
 
@@ -446,7 +450,7 @@ def report(results: dict, command: str) -> str:
       "(above 1: iresflow faster).", "",
       "## Training step", "",
       "iresflow runs each stage's blocks under one `nn.scan` by default (compile time flat in depth); "
-      "`unroll_blocks=True` + `LogDetOptions(unroll=True)` trace every block and series term instead.", "",
+      "`unroll_blocks=True` + `PowerSeries(unroll=True)` trace every block and series term instead.", "",
       "| workload / gradient | parameters (ours / theirs) | iresflow nn.scan ms | iresflow unrolled ms | "
       "normflows ms | ratio (scan) | ratio (unrolled) | compile scan / unrolled (s) |",
       "|---|---|---:|---:|---:|---:|---:|---:|",

@@ -26,12 +26,11 @@ from absl import logging
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from iresflow.train import train_and_evaluate
+from iresflow.train import load_config, train_and_evaluate  # noqa: E402
 
-# Run as a script, experiments/ is on sys.path.
-from configs import digits_classifier  # noqa: E402
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def plot(rows: dict, dataset: str, path: str) -> None:
   """Test error per model: one dot per seed, a bar at the mean."""
@@ -68,11 +67,11 @@ def main() -> None:
     for coeff in coeffs:
       runs = []
       for seed in seeds:
-        config = digits_classifier.get_config()
+        config = load_config(os.path.join(HERE, "configs", "digits_classifier.py"))
         config.dataset = args.dataset
         config.data_dir = args.data_dir
         config.seed = seed
-        config.model.coeff = coeff
+        config.model.residual.constraint.coeff = coeff
         config.model.unroll_blocks = True  # same model; several times faster on CPU (docs/benchmarks.md)
         config.progress = False
         config.checkpoint_every = 0
@@ -81,7 +80,7 @@ def main() -> None:
         if args.quick:
           config.num_steps = 3
           config.model.stages = (1, 1, 1)
-          config.model.hidden = (4, 4, 8)
+          config.model.stage_hidden = (4, 4, 8)
         workdir = os.path.join(tmp, f"{coeff}_{seed}")
         os.makedirs(workdir)
         start = time.perf_counter()

@@ -23,22 +23,21 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from iresflow.baselines import GlowImageFlow, parameter_count
 from iresflow.data import BatchSampler, load_image_dataset
 from iresflow.models import IResNetFlow
-from iresflow.nn import InverseOptions, LogDetOptions
-from iresflow.train import plots, steps
-from iresflow.train.state import create_optimizer
-
-# Run as a script, experiments/ is on sys.path.
-from fitting import fit  # noqa: E402
-from glow_baseline import GlowImageFlow, parameter_count  # noqa: E402
+from iresflow.nn import INVERSE_INFO, ExactLogDet, FixedPointSolver, LipschitzConstraint, PowerSeries, ResidualSpec
+from iresflow.nn import inverse_info
+from iresflow.train import create_optimizer, plots
+from iresflow.train.fitting import fit
+from iresflow.train.tasks import DensityPreprocessing
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def train(variables, log_prob_fn, data, n_steps: int, batch_size: int, seed: int = 0):
   """Minimises bits/dim; ``log_prob_fn(variables, x, key) -> (log p, updated non-param collections)``."""
-  preprocessing = steps.DensityPreprocessing(data.num_levels)
+  preprocessing = DensityPreprocessing(data.num_levels)
   dim = math.prod(data.image_shape)
   optimizer = create_optimizer("adam", 2e-3, num_steps=n_steps, warmup_steps=min(100, n_steps // 10),
                                grad_clip=1.0)
@@ -46,7 +45,7 @@ def train(variables, log_prob_fn, data, n_steps: int, batch_size: int, seed: int
 
   def loss_fn(variables, images, key):
     data_key, model_key = jax.random.split(key)
-    x, pre_logdet = preprocessing(images, data_key)
+    x, pre_logdet = preprocessing(data_key, images)
     log_prob, updated = log_prob_fn(variables, x, model_key)
     return jnp.mean(preprocessing.loss_per_example(log_prob + pre_logdet, dim)), updated
 
@@ -55,10 +54,10 @@ def train(variables, log_prob_fn, data, n_steps: int, batch_size: int, seed: int
 
 
 def test_bits_per_dim(log_prob_fn, data, batch: int = 120) -> float:
-  preprocessing = steps.DensityPreprocessing(data.num_levels)
+  preprocessing = DensityPreprocessing(data.num_levels)
   dim = math.prod(data.image_shape)
   evaluate = jax.jit(lambda images, key: preprocessing.loss_per_example(
-      log_prob_fn(*preprocessing(images, key)), dim))
+      log_prob_fn(*preprocessing(key, images)), dim))
   losses = [evaluate(jnp.asarray(data.test_images[lo:lo + batch]), jax.random.key(10_000 + lo))
             for lo in range(0, len(data.test_images), batch)]
   return float(jnp.mean(jnp.concatenate(losses)))
@@ -75,36 +74,38 @@ def main() -> None:
   data = load_image_dataset("digits")
   x_init = jnp.asarray(data.train_images[:64], jnp.float32) / data.num_levels - 0.5
 
-  iresnet = IResNetFlow(data_shape=data.image_shape, stages=stages, hidden=hidden, coeff=0.9, activation="elu",
-                        unroll_blocks=True)
-  ires_vars = iresnet.init(jax.random.key(0), x_init)
+  residual = ResidualSpec(hidden=hidden, activation="elu", constraint=LipschitzConstraint(coeff=0.9))
+  iresnet = IResNetFlow(data_shape=data.image_shape, stages=stages, residual=residual, unroll_blocks=True)
+  series = PowerSeries(n_terms=5, unroll=True)
+  ires_vars = iresnet.init(jax.random.key(0), x_init, estimator=series)
   n_ires = parameter_count(ires_vars["params"])
   glow_hidden = min(range(4, 8 * hidden), key=lambda h: abs(parameter_count(jax.eval_shape(
       GlowImageFlow(stages, h).init, jax.random.key(0), x_init)["params"]) - n_ires))
   glow = GlowImageFlow(stages, glow_hidden)
   glow_vars = glow.init(jax.random.key(0), x_init)
 
-  series = LogDetOptions("series", n_terms=5, unroll=True)
   start = time.perf_counter()
-  ires_vars = train(ires_vars, lambda v, x, key: iresnet.apply(v, x, series, rngs={"logdet": key},
+  ires_vars = train(ires_vars, lambda v, x, key: iresnet.apply(v, x, estimator=series, rngs={"logdet": key},
                                                                 mutable=["spectral"]), data, n_steps, 64)
   ires_seconds = time.perf_counter() - start
   start = time.perf_counter()
   glow_vars = train(glow_vars, lambda v, x, key: (glow.apply(v, x), {}), data, n_steps, 64)
   glow_seconds = time.perf_counter() - start
 
-  exact = LogDetOptions("exact")
+  exact = ExactLogDet()
   results = {
       "steps": n_steps, "iresnet_params": n_ires, "glow_params": parameter_count(glow_vars["params"]),
       "glow_hidden": glow_hidden, "iresnet_seconds": ires_seconds, "glow_seconds": glow_seconds,
       "iresnet_test_bits_per_dim": test_bits_per_dim(
-          lambda x, pre: iresnet.apply(ires_vars, x, exact) + pre, data),
+          lambda x, pre: iresnet.apply(ires_vars, x, estimator=exact) + pre, data),
       "glow_test_bits_per_dim": test_bits_per_dim(lambda x, pre: glow.apply(glow_vars, x) + pre, data)}
   print({k: round(v, 4) if isinstance(v, float) else v for k, v in results.items()}, flush=True)
 
   os.makedirs(args.output_dir, exist_ok=True)
   z = jax.random.normal(jax.random.key(42), (64, math.prod(data.image_shape)))
-  ires_samples, info = iresnet.apply(ires_vars, z, InverseOptions(), method=iresnet.inverse)
+  ires_samples, state = iresnet.apply(ires_vars, z, solver=FixedPointSolver(), method=iresnet.inverse,
+                                      mutable=[INVERSE_INFO])
+  info = inverse_info(state)
   glow_samples = glow.apply(glow_vars, z, data.image_shape, method=glow.sample)
   results["iresnet_samples_converged"] = bool(jnp.all(info.converged))
   for name, samples, bpd in (("iresnet", ires_samples, results["iresnet_test_bits_per_dim"]),

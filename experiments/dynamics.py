@@ -32,7 +32,7 @@ import optax
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from iresflow.nn import ContractiveResidual, LipschitzConstraint  # noqa: E402
+from iresflow.nn import ContractiveResidual, LipschitzConstraint, ResidualSpec  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -52,11 +52,12 @@ class ResidualStack1D(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    constraint = LipschitzConstraint(coeff=self.coeff, n_power_iterations=5)
+    constraint = LipschitzConstraint(coeff=self.coeff, n_power_iterations=5, norm_estimator="power")
+    spec = ResidualSpec(hidden=self.hidden, dense_layers=3, activation="elu", preactivation=False,
+                        constraint=constraint)
     trajectory = [x]
     for i in range(self.n_blocks):
-      g = ContractiveResidual(hidden=self.hidden, kernel_sizes=(1, 1, 1), activation="elu",
-                              constraint=constraint, name=f"g{i}")
+      g = ContractiveResidual(spec, name=f"g{i}")
       x = x + g(x)
       trajectory.append(x)
     return jnp.stack(trajectory)
@@ -107,7 +108,7 @@ def main() -> None:
   parser.add_argument("--output-dir", default=os.path.join(ROOT, "docs"))
   parser.add_argument("--seed", type=int, default=0)
   args = parser.parse_args()
-  n_blocks, hidden, steps, n_points = (6, 8, 50, 20) if args.quick else (20, 32, 3000, 60)
+  n_blocks, hidden, steps, n_points = (6, 8, 1000, 20) if args.quick else (20, 32, 3000, 60)
   start = time.perf_counter()
   rng = np.random.default_rng(args.seed)
   points = np.linspace(-2, 2, n_points).astype(np.float32)

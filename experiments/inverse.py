@@ -24,7 +24,6 @@ import json
 import os
 import tempfile
 import time
-import types
 
 import jax
 import jax.numpy as jnp
@@ -36,42 +35,41 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 import iresflow  # noqa: E402
+from iresflow.certificate import certify_block  # noqa: E402
 from iresflow.data import load_image_dataset  # noqa: E402
-from iresflow.nn import InverseOptions, IResNetBlock, LipschitzConstraint, LogDetOptions  # noqa: E402
-from iresflow.nn.reshape import squeeze  # noqa: E402
-from iresflow.train import build_model, steps, train_and_evaluate  # noqa: E402
+from iresflow.nn import (BlockView, FixedPointSolver, IResNetBlock, LipschitzConstraint, PowerSeries,  # noqa: E402
+                         ResidualSpec, squeeze)
+from iresflow.train import build_model, load_config, load_variables, train_and_evaluate  # noqa: E402
+from iresflow.train.tasks import DensityPreprocessing  # noqa: E402
 
-# Run as a script, experiments/ is on sys.path.
-from certify import load_variables  # noqa: E402
-from configs import digits_flow  # noqa: E402
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
 COEFFS = (0.5, 0.7, 0.9, 0.99)
 
 
 def single_block_curves(c: float, x: jax.Array, iterations: np.ndarray) -> dict:
   """Errors of the fixed-point iterates of one block at init, and the Banach bound."""
-  block = IResNetBlock(hidden=32, activation="elu", constraint=LipschitzConstraint(coeff=c))
+  block = IResNetBlock(ResidualSpec(hidden=32, activation="elu", preactivation=False,
+                                    constraint=LipschitzConstraint(coeff=c)))
   variables = block.init(jax.random.key(0), x)
   y = block.apply(variables, x)
-  g_of_y = block.apply(variables, y) - y
-  lip = iresflow.certify(types.SimpleNamespace(coeff=c, activation="elu", preactivation=False),
-                         variables).max_lipschitz_bound
+  g_of_y = block.apply(variables, y, method=block.residual)
+  lip = certify_block(BlockView("block", block, variables, tuple(x.shape[1:]))).lipschitz_bound
   per_example = lambda a: np.sqrt(np.sum(np.square(np.asarray(a, np.float64)).reshape(a.shape[0], -1), 1))
   step0 = per_example(g_of_y)
-  inverse = jax.jit(lambda v, y, options: block.apply(v, y, options, method=block.inverse)[0], static_argnums=2)
+  inverse = jax.jit(lambda v, y, solver: block.apply(v, y, solver=solver, method=block.inverse), static_argnums=2)
   errors, bounds = [], []
   for k in iterations:
-    x_k = inverse(variables, y, InverseOptions(atol=0.0, rtol=0.0, max_iters=int(k)))
+    x_k = inverse(variables, y, FixedPointSolver(atol=0.0, rtol=0.0, max_iters=int(k)))
     errors.append(per_example(x_k - x).max())
     bounds.append((lip ** k / (1 - lip) * step0).max())
   return {"lipschitz_bound": lip, "errors": np.array(errors), "bounds": np.array(bounds)}
 
 
 def flow_reconstruction(model, variables, x: jax.Array, iterations: np.ndarray) -> np.ndarray:
-  z = jax.jit(lambda v, x: model.apply(v, x, LogDetOptions(None), method=model.forward_and_log_det)[0])(variables, x)
-  inverse = jax.jit(lambda v, z, options: model.apply(v, z, options, method=model.inverse)[0], static_argnums=2)
-  return np.array([float(jnp.max(jnp.abs(inverse(variables, z, InverseOptions(0.0, 0.0, int(k))) - x)))
+  z = jax.jit(lambda v, x: model.apply(v, x, method=model.forward))(variables, x)
+  inverse = jax.jit(lambda v, z, solver: model.apply(v, z, solver=solver, method=model.inverse), static_argnums=2)
+  return np.array([float(jnp.max(jnp.abs(inverse(variables, z, FixedPointSolver(0.0, 0.0, int(k))) - x)))
                    for k in iterations])
 
 
@@ -87,32 +85,32 @@ def main() -> None:
   iterations = np.array([0, 2, 4] if args.quick else [0, 1, 2, 3, 4, 5, 6, 8, 10, 12, 15, 20, 25, 30, 40, 50, 60])
   coeffs = (0.9,) if args.quick else COEFFS
   data = load_image_dataset("digits")
-  preprocessing = steps.DensityPreprocessing(data.num_levels)
+  preprocessing = DensityPreprocessing(data.num_levels)
   n_test = 32 if args.quick else 256
-  x_images, _ = preprocessing(jnp.asarray(data.test_images[:n_test]), jax.random.key(3))
+  x_images, _ = preprocessing(jax.random.key(3), jnp.asarray(data.test_images[:n_test]))
   x_squeezed = squeeze(x_images)
 
   results = {"iterations": iterations.tolist(), "steps": steps_per_flow, "coeffs": {}}
   with tempfile.TemporaryDirectory() as tmp:
     for c in coeffs:
       single = single_block_curves(c, x_squeezed, iterations)
-      config = digits_flow.get_config()
-      config.model.coeff = c
+      config = load_config(os.path.join(HERE, "configs", "digits_flow.py"))
+      config.model.residual.constraint.coeff = c
       config.model.unroll_blocks = True  # same model; several times faster on CPU (docs/benchmarks.md)
-      config.logdet.unroll = True
+      config.estimator.unroll = True
       config.num_steps = steps_per_flow
       config.checkpoint_every = 0
       config.progress = False
       config.num_eval_examples = 64
       config.num_samples = 4
-      config.eval_logdet = {"mode": "series", "n_terms": 5, "n_probes": 1, "probe": "gaussian"}
+      config.eval_estimator = {"kind": "series", "n_terms": 5, "n_probes": 1, "probe": "gaussian"}
       if args.quick:
         config.model.stages = (1, 1)
-        config.model.hidden = 8
+        config.model.residual.hidden = 8
       workdir = os.path.join(tmp, f"c{c}")
       os.makedirs(workdir)
       model = build_model(config, data.image_shape, data.num_classes)
-      init_variables = jax.jit(model.init)(jax.random.key(0), x_images)
+      init_variables = jax.jit(lambda key, x: model.init(key, x, estimator=PowerSeries()))(jax.random.key(0), x_images)
       at_init = flow_reconstruction(model, init_variables, x_images, iterations)
       train_results = train_and_evaluate(config, workdir)
       model, trained, _ = load_variables(workdir)

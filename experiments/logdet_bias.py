@@ -54,7 +54,7 @@ def main() -> None:
     terms = np.arange(1, max_terms + 1)
     bias = np.array([float(jnp.mean(jnp.abs(logdet.exact_series(g, x, int(n)) - exact))) for n in terms])
     bound = np.array([logdet.series_truncation_bound(c, dim, int(n)) for n in terms])
-    roulette = jax.jit(jax.vmap(lambda k: logdet.roulette_logdet(g, x, k, geometric_p=0.5)[1]))
+    roulette = jax.jit(jax.vmap(lambda k: logdet.roulette_logdet(k, g, x, geometric_p=0.5)[1]))
     samples = np.asarray(roulette(jax.random.split(jax.random.key(1), n_keys)))
     roulette_bias = float(np.mean(np.abs(samples.mean(0) - np.asarray(exact))))
     curves[c] = (terms, bias, bound)

@@ -59,7 +59,7 @@ def main() -> int:
   n_terms = 10
   _, exact_ld = logdet.exact_logdet(g, x)
   _, estimate = jax.jit(lambda x: logdet.power_series_logdet(
-      g, x, jax.random.key(1), n_terms=n_terms, n_probes=512))(x)
+      jax.random.key(1), g, x, n_terms=n_terms, n_probes=512))(x)
   d = math.prod(shape)
   bound = logdet.series_truncation_bound(certified, d, n_terms)
   lower, upper = logdet.logdet_bounds(certified, d)

@@ -32,13 +32,12 @@ import optax
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from iresflow.baselines import GlowFlow, parameter_count  # noqa: E402
 from iresflow.data import sample_toy  # noqa: E402
 from iresflow.models import IResNetFlow  # noqa: E402
-from iresflow.nn import InverseOptions, LogDetOptions  # noqa: E402
-
-# Run as a script, experiments/ is on sys.path.
-from fitting import fit  # noqa: E402
-from glow_baseline import GlowFlow, parameter_count  # noqa: E402
+from iresflow.nn import (INVERSE_INFO, ExactLogDet, FixedPointSolver, LipschitzConstraint, PowerSeries,  # noqa: E402
+                         ResidualSpec, inverse_info)
+from iresflow.train.fitting import fit  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOYS = ("8gaussians", "checkerboard", "2spirals", "pinwheel")
@@ -69,14 +68,14 @@ def main() -> None:
   xs = np.linspace(-LIMIT, LIMIT, grid, dtype=np.float32)
   points = jnp.asarray(np.stack(np.meshgrid(xs, xs), -1).reshape(-1, 2))
 
-  iresnet = IResNetFlow(data_shape=(2,), stages=(), fc_blocks=n_blocks, fc_hidden=hidden, fc_layers=3, coeff=0.9,
-                        activation="lipswish", unroll_blocks=True)
-  series = LogDetOptions("series", n_terms=5, unroll=True)
-  exact = LogDetOptions("exact")
+  residual = ResidualSpec(hidden=hidden, dense_layers=3, activation="lipswish", constraint=LipschitzConstraint(0.9))
+  iresnet = IResNetFlow(data_shape=(2,), stages=(), fc_blocks=n_blocks, fc_residual=residual, unroll_blocks=True)
+  series = PowerSeries(n_terms=5, unroll=True)
+  exact = ExactLogDet()
   results, images = {}, {}
   for toy in toys:
     x_init = jnp.asarray(sample_toy(toy, batch, 0))
-    ires_vars = iresnet.init(jax.random.key(0), x_init)
+    ires_vars = iresnet.init(jax.random.key(0), x_init, estimator=series)
     n_ires = parameter_count(ires_vars["params"])
     # The baseline's width so that its parameter count is closest to the i-ResNet's.
     glow_hidden = min(range(4, 4 * hidden), key=lambda h: abs(
@@ -86,14 +85,14 @@ def main() -> None:
 
     start = time.perf_counter()
     ires_vars = train(iresnet, ires_vars, lambda v, x, key: iresnet.apply(
-        v, x, series, rngs={"logdet": key}, mutable=["spectral"]), toy, steps, batch, 0)
+        v, x, estimator=series, rngs={"logdet": key}, mutable=["spectral"]), toy, steps, batch, 0)
     ires_seconds = time.perf_counter() - start
     start = time.perf_counter()
     glow_vars = train(glow, glow_vars, lambda v, x, key: (glow.apply(v, x), {}), toy, steps, batch, 0)
     glow_seconds = time.perf_counter() - start
 
     test = jnp.asarray(sample_toy(toy, n_test, 12345))
-    ires_log_prob = jax.jit(lambda x: iresnet.apply(ires_vars, x, exact))
+    ires_log_prob = jax.jit(lambda x: iresnet.apply(ires_vars, x, estimator=exact))
     glow_log_prob = jax.jit(lambda x: glow.apply(glow_vars, x))
     results[toy] = {
         "iresnet_params": n_ires, "glow_params": parameter_count(glow_vars["params"]), "glow_hidden": glow_hidden,
@@ -101,8 +100,9 @@ def main() -> None:
         "glow_test_log_likelihood": float(jnp.mean(glow_log_prob(test))),
         "iresnet_seconds": ires_seconds, "glow_seconds": glow_seconds}
     z = jax.random.normal(jax.random.key(7), (20000 if not args.quick else 512, 2))
-    ires_samples, info = jax.jit(lambda z: iresnet.apply(ires_vars, z, InverseOptions(), method=iresnet.inverse))(z)
-    results[toy]["iresnet_samples_converged"] = bool(jnp.all(info.converged))
+    ires_samples, state = jax.jit(lambda z: iresnet.apply(ires_vars, z, solver=FixedPointSolver(),
+                                                          method=iresnet.inverse, mutable=[INVERSE_INFO]))(z)
+    results[toy]["iresnet_samples_converged"] = bool(jnp.all(inverse_info(state).converged))
     glow_samples = jax.jit(lambda z: glow.apply(glow_vars, z, method=glow.sample))(z)
     images[toy] = (sample_toy(toy, 20000, 7),
                    np.exp(np.asarray(ires_log_prob(points))).reshape(grid, grid), np.asarray(ires_samples),

@@ -1,6 +1,6 @@
 """Train and evaluate an i-ResNet: ``python experiments/train.py --config CONFIG --workdir DIR``.
 
-Any config key can be overridden, e.g. ``--config.num_steps=200 --config.model.coeff=0.7``. Running
+Any config key can be overridden, e.g. ``--config.num_steps=200 --config.model.residual.constraint.coeff=0.7``. Running
 again with the same ``--workdir`` resumes from its last checkpoint.
 
 Several hosts: start the same command on every host with ``--distributed`` (``jax.distributed``

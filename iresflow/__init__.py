@@ -1,10 +1,18 @@
-"""iresflow: invertible residual networks and Residual Flows in JAX/Flax.
+"""iresflow: invertible residual networks and their successors in JAX/Flax.
 
-Pure functions live in :mod:`iresflow.core`; Flax modules in :mod:`iresflow.nn` and
-:mod:`iresflow.models`.
+Pure functions live in :mod:`iresflow.core` (JAX only); Flax modules in :mod:`iresflow.nn` and
+:mod:`iresflow.models`; :func:`certify` bounds every block's ``Lip(g)`` rigorously. Importing
+``iresflow`` or ``iresflow.core`` loads neither Flax nor the training, data and plotting libraries:
+``iresflow.certify`` and ``iresflow.Certificate`` are loaded on first use.
 """
-
-from iresflow.certificate import Certificate, certify
 
 __version__ = "0.1.0"
 __all__ = ["Certificate", "certify", "__version__"]
+
+
+def __getattr__(name: str):
+  if name in ("Certificate", "certify"):
+    from iresflow import certificate
+
+    return getattr(certificate, name)
+  raise AttributeError(f"module 'iresflow' has no attribute {name!r}")

@@ -9,23 +9,26 @@ Lipschitz constants:
 
     Lip(g) <= prod_i ||W_hat_i||_2 * prod_j Lip(phi_j)
 
-where ``W_hat_i`` is the weight the model actually uses (eq. 2 with the stored power-iteration
-state). A block is certified when that product is ``< 1``; then the block is invertible (Theorem 1)
-and its fixed-point inverse converges (eq. 1).
+where ``W_hat_i`` is the weight the model actually uses: the certificate asks each block for its
+layers (``IResNetBlock.normalized_layers``, eq. 2 with the stored norm-estimator state, computed by
+the layers' own code at ``'highest'`` matmul precision), so the kernel certified is the kernel in use.
+It finds the blocks through the model (``model.blocks(variables)``), not by parameter names. A block
+is certified when that product is ``< 1``; then the block is invertible (Theorem 1) and its
+fixed-point inverse converges (eq. 1).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Iterator, Mapping
+from typing import Any, Mapping
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from iresflow.core import spectral
-from iresflow.nn import activations
-from iresflow.nn.spectral import conv2d
+from iresflow.nn.block import IResNetBlock
+from iresflow.nn.spectral import NormalizedWeights
+from iresflow.nn.step import BlockView
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,11 +45,11 @@ class BlockCertificate:
   """One block ``x + g(x)``.
 
   Attributes:
-    name: path of ``g`` in the parameter tree, with the index along a scanned stage.
+    name: where the block sits in the model, e.g. ``'stage 0, block 2'``.
     layers: the layers of ``g`` in order.
     activation_lipschitz: product of the activations' Lipschitz constants.
     lipschitz_bound: rigorous ``prod(layer bounds) * activation_lipschitz``.
-    lipschitz_estimate: the same product with power-iteration estimates (a lower estimate).
+    lipschitz_estimate: the same product with the layers' norm estimates (a lower estimate).
   """
 
   name: str
@@ -89,79 +92,65 @@ class Certificate:
             "blocks": [dataclasses.asdict(block) | {"certified": block.certified} for block in self.blocks]}
 
 
-def _residual_functions(params: Mapping, spectral_state: Mapping, path: tuple[str, ...] = ()
-                        ) -> Iterator[tuple[tuple[str, ...], Mapping, Mapping]]:
-  """Yields ``(path, params of g, spectral state of g)`` for every residual function in the tree."""
-  for key, value in params.items():
-    if not isinstance(value, Mapping):
-      continue
-    state = spectral_state.get(key, {}) if isinstance(spectral_state, Mapping) else {}
-    if key == "g" and "layer0" in value:
-      yield path + (key,), value, state
-    else:
-      yield from _residual_functions(value, state, path + (key,))
+def normalized_layers(view: BlockView) -> tuple[NormalizedWeights, ...]:
+  """The layers of one block's ``g`` exactly as the block uses them (its own code, spectral state read-only)."""
+  return view.block.apply(view.variables, view.input_shape, method=IResNetBlock.normalized_layers)
 
 
-def _layer_norms(kernel: np.ndarray, u: np.ndarray, coeff: float, exact_max_dim: int) -> tuple[float, float]:
-  """Estimate (from stored ``u``) and rigorous bound of one layer's normalised weight."""
-  conv = kernel.ndim == 4
-  op = (lambda v: conv2d(v[None], jnp.asarray(kernel))[0]) if conv else (lambda v: v @ jnp.asarray(kernel))
-  sigma, _ = spectral.power_iteration(op, jnp.asarray(u), 0)
-  scale = max(1.0, float(sigma) / coeff)
-  normalized = kernel.astype(np.float64) / scale
-  if not conv:
-    return float(sigma) / scale, spectral.dense_norm_bound(normalized)
-  h, w = u.shape[:2]
-  if h * w * max(normalized.shape[2:]) <= exact_max_dim:
-    return float(sigma) / scale, spectral.conv_operator_norm(normalized, (h, w))
-  return float(sigma) / scale, spectral.conv_norm_bound(normalized, (h, w), "SAME")
+def _layer_bound(weights: NormalizedWeights, input_shape: tuple[int, ...], exact_max_dim: int) -> float:
+  """Rigorous float64 upper bound on the operator norm of one normalised layer at its input shape."""
+  kernel = np.asarray(jax.device_get(weights.kernel), np.float64)
+  if kernel.ndim == 2:
+    return spectral.dense_norm_bound(kernel)
+  h, w = input_shape[:2]
+  if h * w * max(kernel.shape[2:]) <= exact_max_dim:
+    return spectral.conv_operator_norm(kernel, (h, w))
+  return spectral.conv_norm_bound(kernel, (h, w), "SAME")
+
+
+def certify_block(view: BlockView, *, exact_max_dim: int = 2048) -> BlockCertificate:
+  """Certificate of one block (see :func:`certify`)."""
+  spec = view.block.spec
+  if spec.constraint.coeff is None:
+    raise ValueError(f"model: block {view.name!r} has no Lipschitz constraint (coeff=None); there is nothing "
+                     "to certify")
+  if "spectral" not in view.variables:
+    raise ValueError("variables: no 'spectral' collection; pass the full variables from model.init")
+  layers = []
+  for i, weights in enumerate(normalized_layers(view)):
+    # Stride-1 SAME convolutions keep the spatial size, so every layer sees the block's input grid.
+    layers.append(LayerBound(f"layer{i}", float(weights.norm_estimate),
+                             _layer_bound(weights, view.input_shape, exact_max_dim)))
+  activation_lipschitz = spec.activation_lipschitz(view.input_shape)
+  return BlockCertificate(
+      name=view.name, layers=tuple(layers), activation_lipschitz=activation_lipschitz,
+      lipschitz_bound=float(np.prod([layer.bound for layer in layers])) * activation_lipschitz,
+      lipschitz_estimate=float(np.prod([layer.estimate for layer in layers])) * activation_lipschitz)
 
 
 def certify(model: Any, variables: Mapping, *, exact_max_dim: int = 2048) -> Certificate:
   """Certifies ``Lip(g) < 1`` for every block of an ``IResNetFlow`` or ``IResNetClassifier``.
 
   Args:
-    model: the module (its ``coeff`` and ``activation`` are read).
+    model: the module; any module with a ``blocks(variables)`` method listing its blocks.
     variables: its variables, with ``'params'`` and ``'spectral'``.
     exact_max_dim: convolutions whose input or output has at most this many dimensions get the
       exact norm of their materialised matrix (float64 SVD); larger ones the FFT bound.
 
   Returns:
-    A :class:`Certificate` with one entry per block (scanned stages are unstacked).
+    A :class:`Certificate` with one entry per block, in forward order.
 
   Raises:
     ValueError: if the model has no Lipschitz constraint (``coeff=None``) or no spectral state.
   """
-  coeff = getattr(model, "coeff", None)
-  if coeff is None:
-    raise ValueError("model: has no Lipschitz constraint (coeff=None); there is nothing to certify")
+  if not callable(getattr(model, "blocks", None)):
+    raise TypeError(f"model: expected a model with a blocks(variables) method (IResNetFlow, IResNetClassifier), "
+                    f"got {type(model).__name__}")
   if "spectral" not in variables:
+    if any(view.block.spec.constraint.coeff is None for view in model.blocks(variables)):
+      raise ValueError("model: has no Lipschitz constraint (coeff=None); there is nothing to certify")
     raise ValueError("variables: no 'spectral' collection; pass the full variables from model.init")
-  activation_lipschitz_each = activations.LIPSCHITZ_CONSTANTS[model.activation]
-  params = jax.device_get(variables["params"])
-  state = jax.device_get(variables["spectral"])
-  blocks = []
-  for path, g_params, g_state in _residual_functions(params, state):
-    layer_names = sorted((k for k in g_params if k.startswith("layer")), key=lambda k: int(k[5:]))
-    n_layers = len(layer_names)
-    # Scanned stages stack the layers along leading axes; u is (..., H, W, C) or (..., d).
-    first_kernel = np.asarray(g_params[layer_names[0]]["kernel"])
-    per_example_rank = 4 if first_kernel.ndim >= 4 else 2
-    stack_shape = first_kernel.shape[: first_kernel.ndim - per_example_rank]
-    n_activations = n_layers - 1 + int(getattr(model, "preactivation", False))
-    activation_lipschitz = activation_lipschitz_each ** n_activations
-    for index in np.ndindex(*stack_shape):
-      layers = []
-      for name in layer_names:
-        kernel = np.asarray(g_params[name]["kernel"])[index]
-        u = np.asarray(g_state[name]["u"])[index]
-        estimate, bound = _layer_norms(kernel, u, coeff, exact_max_dim)
-        layers.append(LayerBound(name, estimate, bound))
-      suffix = f"[{','.join(map(str, index))}]" if index else ""
-      blocks.append(BlockCertificate(
-          name="/".join(path[:-1]) + suffix, layers=tuple(layers), activation_lipschitz=activation_lipschitz,
-          lipschitz_bound=float(np.prod([layer.bound for layer in layers])) * activation_lipschitz,
-          lipschitz_estimate=float(np.prod([layer.estimate for layer in layers])) * activation_lipschitz))
-  if not blocks:
-    raise ValueError("variables: found no residual functions (no 'g' with 'layer0') in params")
-  return Certificate(tuple(blocks))
+  views = model.blocks(variables)
+  if not views:
+    raise ValueError("model: has no i-ResNet blocks")
+  return Certificate(tuple(certify_block(view, exact_max_dim=exact_max_dim) for view in views))

@@ -42,7 +42,7 @@ def test_gpu_cells_quick_mode(tmp_path):
   """The GPU run's cells at tiny sizes on the CPU (needs the `bench` extra, like the test above)."""
   pytest.importorskip("torch")
   pytest.importorskip("normflows")
-  for section in ("sampling", "compile", "fullsize"):
+  for section in ("sampling", "compile", "fullsize", "matmul"):
     out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_cells.py"), section, str(tmp_path),
                           "--quick"], capture_output=True, text=True, timeout=900, cwd=ROOT,
                          env={**os.environ, "PYTHONPATH": str(ROOT)})

@@ -10,13 +10,14 @@ from iresflow.train.config import default_config
 def get_config():
   config = default_config()
   config.dataset = "cifar10"
-  config.model = dict(stages=(16, 16, 16), hidden=512, coeff=0.9, activation="elu", factor_out=False)
+  config.model = dict(stages=(16, 16, 16), factor_out=False,
+                      residual=dict(hidden=512, activation="elu", constraint=dict(coeff=0.9)))
   config.logit_alpha = 0.05
   config.optimizer = "adamax"
   config.learning_rate = 3e-3
   config.batch_size = 64
   config.num_steps = 200_000
-  config.eval_logdet = dict(mode="series", n_terms=20, n_probes=4, probe="gaussian")
+  config.eval_estimator = dict(kind="series", n_terms=20, n_probes=4, probe="gaussian")
   config.checkpoint_every = 2000
   config.log_every = 100
   return config

@@ -11,7 +11,7 @@ def get_config():
   config = default_config()
   config.dataset = "digits"
   config.model.stages = (4, 4)
-  config.model.hidden = 32
+  config.model.residual.hidden = 32
   config.num_steps = 1500
   config.batch_size = 64
   config.learning_rate = 2e-3

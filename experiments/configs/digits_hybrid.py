@@ -12,8 +12,8 @@ def get_config():
   config.task = "hybrid"
   config.dataset = "digits"
   config.hybrid_weight = 1.0
-  config.model = dict(stages=(4, 4), hidden=32, coeff=0.9, activation="lipswish")
-  config.logdet = dict(mode="series", n_terms=5, n_probes=1, probe="gaussian", gradient="neumann")
+  config.model = dict(stages=(4, 4), residual=dict(hidden=32, activation="lipswish", constraint=dict(coeff=0.9)))
+  config.estimator = dict(kind="series", n_terms=5, n_probes=1, probe="gaussian", gradient="neumann")
   config.num_steps = 1500
   config.learning_rate = 2e-3
   return config

@@ -10,8 +10,8 @@ def get_config():
   config = default_config()
   config.task = "classification"
   config.dataset = "mnist"
-  config.model = dict(stages=(7, 7, 7), hidden=(32, 64, 128), injective_padding=3, coeff=0.9,
-                      activation="elu")
+  config.model = dict(stages=(7, 7, 7), stage_hidden=(32, 64, 128), injective_padding=3,
+                      residual=dict(activation="elu", constraint=dict(coeff=0.9)))
   config.optimizer = "sgd"
   config.learning_rate = 0.1
   config.weight_decay = 5e-4

@@ -13,14 +13,14 @@ def get_config():
   config.dataset = "mnist"
   # 28x28x1 -> 14x14x4 -> 7x7x16: the first stage at full resolution (the official strides 1, 2, 2),
   # since 28 is not divisible by 2^3.
-  config.model = dict(stages=(7, 7, 7), hidden=128, coeff=0.9, activation="elu", factor_out=False,
-                      fc_blocks=0, initial_squeeze=False)
+  config.model = dict(stages=(7, 7, 7), factor_out=False, fc_blocks=0, initial_squeeze=False,
+                      residual=dict(hidden=128, activation="elu", constraint=dict(coeff=0.9)))
   config.logit_alpha = 1e-6
   config.optimizer = "adamax"
   config.learning_rate = 3e-3
   config.batch_size = 64
   config.num_steps = 100_000
-  config.eval_logdet = dict(mode="series", n_terms=20, n_probes=4, probe="gaussian")
+  config.eval_estimator = dict(kind="series", n_terms=20, n_probes=4, probe="gaussian")
   config.checkpoint_every = 2000
   config.log_every = 100
   config.num_eval_examples = 0

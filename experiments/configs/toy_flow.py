@@ -10,8 +10,9 @@ from iresflow.train.config import default_config
 def get_config():
   config = default_config()
   config.dataset = "8gaussians"
-  config.model = dict(stages=(), fc_blocks=10, fc_hidden=64, fc_layers=3, coeff=0.9, activation="lipswish")
-  config.eval_logdet.mode = "exact"
+  config.model = dict(stages=(), fc_blocks=10,
+                      fc_residual=dict(hidden=64, dense_layers=3, activation="lipswish", constraint=dict(coeff=0.9)))
+  config.eval_estimator.kind = "exact"
   config.batch_size = 500
   config.num_steps = 3000
   config.learning_rate = 1e-3

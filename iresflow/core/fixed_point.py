@@ -13,6 +13,7 @@ and reports for every example whether it got there.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from typing import Callable, NamedTuple
@@ -210,3 +211,48 @@ def banach_iterations(lipschitz: float, first_step: float, tolerance: float) -> 
   if lipschitz == 0.0:
     return 1
   return max(0, math.ceil(math.log(tolerance / bound_at_zero) / math.log(lipschitz)))
+
+
+@dataclasses.dataclass(frozen=True)
+class FixedPointSolver:
+  """The settings of :func:`fixed_point_inverse` as one frozen, hashable object: ``solver(g, y) -> (x, info)``.
+
+  Every invertible piece's ``inverse(y, *, solver=...)`` takes one, so the stopping rule is chosen
+  per call (e.g. loose for sampling during training, tight for a reconstruction test).
+
+  Attributes:
+    atol: absolute tolerance on the per-example max-abs residual ``|x + g(x) - y|``.
+    rtol: tolerance relative to the per-example ``max |y|``.
+    max_iters: maximum number of fixed-point updates per block.
+    precision: matmul precision of ``g`` in the solve: ``'highest'`` (default; true float32 on GPUs
+      and TPUs, needed for tolerances below ~1e-4) or None for JAX's default (TensorFloat-32 on
+      recent GPUs); see :mod:`iresflow.core.precision`.
+    adjoint_failure: ``'nan'`` (default) makes the gradient of an example whose adjoint solve did
+      not converge NaN; ``'ignore'`` keeps it.
+  """
+
+  atol: float = 1e-6
+  rtol: float = 1e-6
+  max_iters: int = 200
+  precision: str | None = "highest"
+  adjoint_failure: str = "nan"
+
+  def __post_init__(self):
+    validation.check_nonnegative(self.atol, "atol")
+    validation.check_nonnegative(self.rtol, "rtol")
+    validation.check_nonnegative_int(self.max_iters, "max_iters")
+    precision_lib.check_precision(self.precision)
+    check_adjoint_failure(self.adjoint_failure)
+
+  def __call__(self, g: Callable[[jax.Array], jax.Array], y: jax.typing.ArrayLike
+               ) -> tuple[jax.Array, FixedPointInfo]:
+    return fixed_point_inverse(g, y, atol=self.atol, rtol=self.rtol, max_iters=self.max_iters,
+                               precision=self.precision, adjoint_failure=self.adjoint_failure)
+
+
+def merge_infos(infos: FixedPointInfo, axis: int = 0) -> FixedPointInfo:
+  """Summarises per-block infos stacked along ``axis``: iterations summed, worst residual, all converged."""
+  return FixedPointInfo(
+      iterations=jnp.sum(infos.iterations, axis=axis),
+      residual=jnp.max(infos.residual, axis=axis),
+      converged=jnp.all(infos.converged, axis=axis))

@@ -128,9 +128,9 @@ def _with_neumann_gradient(vjp_fn, v, value, neumann_w):
 
 
 def power_series_logdet(
+    key: jax.Array,
     g: ResidualFn,
     x: jax.typing.ArrayLike,
-    key: jax.Array,
     *,
     n_terms: int,
     n_probes: int = 1,
@@ -156,9 +156,9 @@ def power_series_logdet(
     flat in ``n_terms``. The returned value is still the series.
 
   Args:
+    key: PRNG key for the probes.
     g: batched residual function, ``(batch, ...) -> (batch, ...)``, one example at a time.
     x: inputs, shape ``(batch, ...)``.
-    key: PRNG key for the probes.
     n_terms: number of series terms ``n >= 1``.
     n_probes: number of Hutchinson probes per example ``>= 1``.
     probe: ``'gaussian'`` or ``'rademacher'``.
@@ -207,9 +207,9 @@ def roulette_tail_probability(j: jax.Array, distribution: str, parameter: float)
 
 
 def roulette_logdet(
+    key: jax.Array,
     g: ResidualFn,
     x: jax.typing.ArrayLike,
-    key: jax.Array,
     *,
     n_exact_terms: int = 2,
     distribution: str = "geometric",
@@ -235,9 +235,9 @@ def roulette_logdet(
   geometric); with the defaults it is below float32 resolution.
 
   Args:
+    key: PRNG key (probes and ``M``).
     g: batched residual function.
     x: inputs, shape ``(batch, ...)``.
-    key: PRNG key (probes and ``M``).
     n_exact_terms: terms always computed (``>= 1``; Residual Flows use 2).
     distribution: ``'geometric'`` or ``'poisson'``.
     geometric_p: success probability ``p`` of the geometric distribution (mean extra terms ``(1-p)/p``).
@@ -322,7 +322,7 @@ def residual_jacobians(g: ResidualFn, x: jax.typing.ArrayLike) -> jax.Array:
   return jax.vmap(jacobian)(x)
 
 
-def exact_logdet(g: ResidualFn, x: jax.typing.ArrayLike, precision: str | None = "highest"
+def exact_logdet(g: ResidualFn, x: jax.typing.ArrayLike, *, precision: str | None = "highest"
                  ) -> tuple[jax.Array, jax.Array]:
   """Exact ``ln |det(I + J_g(x))|`` per example, by ``jax.jacfwd`` and ``slogdet``.
 

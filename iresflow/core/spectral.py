@@ -187,6 +187,14 @@ def dense_norm_bound(kernel: jax.typing.ArrayLike) -> float:
   return float(np.linalg.svd(kernel, compute_uv=False)[0]) * (1 + _FLOAT64_SLACK)
 
 
+def _conv_kernel_float64(kernel: jax.typing.ArrayLike) -> np.ndarray:
+  """``kernel`` as a float64 NumPy array, checked to be a 2-D convolution's ``(kh, kw, c_in, c_out)``."""
+  kernel = np.asarray(kernel, dtype=np.float64)
+  if kernel.ndim != 4:
+    raise ValueError(f"kernel: expected a 4-D (kh, kw, c_in, c_out) kernel, got shape {kernel.shape}")
+  return kernel
+
+
 def circular_conv_singular_values(kernel: jax.typing.ArrayLike, grid: Sequence[int]) -> np.ndarray:
   """All singular values of a 2-D circular convolution (Sedghi et al. 2019, Theorem 6).
 
@@ -201,9 +209,7 @@ def circular_conv_singular_values(kernel: jax.typing.ArrayLike, grid: Sequence[i
   Returns:
     float64 array of shape ``(n1, n2, min(c_in, c_out))``.
   """
-  kernel = np.asarray(kernel, dtype=np.float64)
-  if kernel.ndim != 4:
-    raise ValueError(f"kernel: expected a 4-D (kh, kw, c_in, c_out) kernel, got shape {kernel.shape}")
+  kernel = _conv_kernel_float64(kernel)
   n1, n2 = (int(n) for n in grid)
   if n1 < kernel.shape[0] or n2 < kernel.shape[1]:
     raise ValueError(f"grid: {tuple(grid)} is smaller than the kernel's spatial size {kernel.shape[:2]}")
@@ -235,9 +241,7 @@ def conv_norm_bound(
   Returns:
     A Python float ``>=`` the layer's operator norm (equal to it for ``'CIRCULAR'``).
   """
-  kernel = np.asarray(kernel, dtype=np.float64)
-  if kernel.ndim != 4:
-    raise ValueError(f"kernel: expected a 4-D (kh, kw, c_in, c_out) kernel, got shape {kernel.shape}")
+  kernel = _conv_kernel_float64(kernel)
   h, w = (int(n) for n in input_size)
   kh, kw = kernel.shape[:2]
   if isinstance(padding, str):
@@ -271,9 +275,7 @@ def conv_operator_matrix(kernel: jax.typing.ArrayLike, input_size: Sequence[int]
   Returns:
     ``(h * w * c_out, h * w * c_in)`` array.
   """
-  kernel = np.asarray(kernel, dtype=np.float64)
-  if kernel.ndim != 4:
-    raise ValueError(f"kernel: expected a 4-D (kh, kw, c_in, c_out) kernel, got shape {kernel.shape}")
+  kernel = _conv_kernel_float64(kernel)
   kh, kw, c_in, c_out = kernel.shape
   h, w = (int(n) for n in input_size)
   top, left = (kh - 1) // 2, (kw - 1) // 2

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 
 
-def dequantize(k: jax.typing.ArrayLike, key: jax.Array, num_levels: int) -> jax.Array:
+def dequantize(key: jax.Array, k: jax.typing.ArrayLike, num_levels: int) -> jax.Array:
   """Uniform dequantisation ``(k + u) / num_levels`` of integer data into ``[0, 1)``, float32."""
   k = jnp.asarray(k, jnp.float32)
   return (k + jax.random.uniform(key, k.shape)) / num_levels

@@ -2,11 +2,15 @@
 
 Injective zero-padding of the input channels, stages of identical i-ResNet blocks (``nn.scan``)
 separated by invertible downsampling (squeeze), then a head: LayerNorm -> ReLU -> global average
-pool -> linear. Everything before the head is invertible (given the padding channels are zero).
-``coeff=None`` gives the unconstrained ResNet twin with the same architecture and no normalisation.
+pool -> linear. Everything before the head is invertible (given the padding channels are zero). A
+residual spec with ``LipschitzConstraint(coeff=None)`` gives the unconstrained ResNet twin with the
+same architecture and no normalisation.
 
 The reference code uses BatchNorm in the head; LayerNorm keeps the model free of batch statistics,
 so each example's logits do not depend on the rest of the batch.
+
+The classifier takes its architecture the way ``IResNetFlow`` does (``data_shape``, ``stages``,
+``residual``, ``stage_hidden``, ``actnorm``, ``unroll_blocks``); ``__call__(x)`` gives the logits.
 """
 
 from __future__ import annotations
@@ -18,69 +22,82 @@ import jax
 import jax.numpy as jnp
 
 from iresflow.core import validation
-from iresflow.core.logdet import accumulation_dtype
-from iresflow.nn import activations
-from iresflow.nn.block import LogDetOptions
+from iresflow.models.flow import stage_specs
 from iresflow.nn.reshape import injective_pad, squeeze
-from iresflow.nn.spectral import LipschitzConstraint
-from iresflow.nn.step import FlowStep, scan_forward
-
-_NO_LOGDET = LogDetOptions(mode=None)
+from iresflow.nn.residual import ResidualSpec
+from iresflow.nn.step import BlockView, FlowStep, scan_forward, stacked_block_views
 
 
 class IResNetClassifier(nn.Module):
   """Attributes:
+    data_shape: per-example image shape ``(H, W, C)``.
     num_classes: number of output classes.
     stages: blocks per stage.
-    hidden: hidden channels of ``g`` per stage (or one int).
+    residual: the residual function of every block (``iresflow.nn.ResidualSpec``).
+    stage_hidden: widths of ``g`` per stage, overriding ``residual.hidden``; None: the same everywhere.
     injective_padding: zero channels appended to the input.
-    kernel_sizes, activation, coeff, n_power_iterations, n_init_power_iterations,
-      norm_estimator, preactivation, unroll_blocks: as in ``IResNetFlow``; ``coeff=None`` removes
-      the Lipschitz constraint.
     actnorm: ActNorm before each block.
+    unroll_blocks: trace every block instead of one ``nn.scan`` body per stage (see ``IResNetFlow``).
   """
 
+  data_shape: Sequence[int]
   num_classes: int
   stages: Sequence[int] = (7, 7, 7)
-  hidden: int | Sequence[int] = (32, 64, 128)
+  residual: ResidualSpec = ResidualSpec()
+  stage_hidden: Sequence[int] | None = None
   injective_padding: int = 0
-  kernel_sizes: Sequence[int] = (3, 1, 3)
-  activation: str = "elu"
-  coeff: float | None = 0.9
-  n_power_iterations: int = 10
-  n_init_power_iterations: int = 50
-  norm_estimator: str = "lanczos"
-  preactivation: bool = True
   actnorm: bool = False
   unroll_blocks: bool = False
 
-  @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    """Logits ``(batch, num_classes)`` for images ``(batch, H, W, C)``."""
+  def _check_config(self) -> None:
     validation.check_positive_int(self.num_classes, "num_classes")
     validation.check_nonnegative_int(self.injective_padding, "injective_padding")
-    constraint = LipschitzConstraint(self.coeff, self.n_power_iterations, self.n_init_power_iterations,
-                                     self.norm_estimator)
-    activations.check_activation(self.activation)
-    validation.check_floating(x, "x")
-    if x.ndim != 4:
-      raise ValueError(f"x: expected images (batch, H, W, C), got shape {tuple(x.shape)}")
-    hidden = (self.hidden,) * len(self.stages) if isinstance(self.hidden, int) else tuple(self.hidden)
-    if len(hidden) != len(self.stages):
-      raise ValueError(f"hidden: expected one width per stage ({len(self.stages)}), got {hidden}")
+    shape = tuple(self.data_shape)
+    if len(shape) != 3 or any(int(n) < 1 for n in shape):
+      raise ValueError(f"data_shape: expected images (H, W, C) with positive sizes, got {shape}")
+    for n in self.stages:
+      validation.check_positive_int(n, "stages")
     factor = 2 ** (len(self.stages) - 1)
-    if x.shape[1] % factor or x.shape[2] % factor:
-      raise ValueError(f"x: spatial size {x.shape[1:3]} must be divisible by {factor} for "
+    if shape[0] % factor or shape[1] % factor:
+      raise ValueError(f"data_shape: spatial size {shape[:2]} must be divisible by {factor} for "
                        f"{len(self.stages) - 1} downsamplings")
+
+  def stage_specs(self) -> tuple[ResidualSpec, ...]:
+    """The residual function of each stage."""
+    return stage_specs(self.residual, self.stage_hidden, len(self.stages))
+
+  def stage_shapes(self) -> list[tuple[int, ...]]:
+    """Per-example input shape of each stage (after the padding and the downsamplings before it)."""
+    h, w, c = (int(n) for n in self.data_shape)
+    shape, shapes = (h, w, c + self.injective_padding), []
+    for _ in self.stages:
+      shapes.append(shape)
+      shape = (shape[0] // 2, shape[1] // 2, shape[2] * 4)
+    return shapes
+
+  def blocks(self, variables: dict) -> list[BlockView]:
+    """Every i-ResNet block with its own variables and input shape (see ``IResNetFlow.blocks``)."""
+    views = []
+    for i, (spec, shape, length) in enumerate(zip(self.stage_specs(), self.stage_shapes(), self.stages)):
+      views += stacked_block_views(variables, f"stage_steps_{i}", spec, shape, length, f"stage {i}")
+    return views
+
+  def setup(self):
+    self._check_config()
+    self.stage_steps = [FlowStep(spec, actnorm=self.actnorm) for spec in self.stage_specs()]
+    self.head_norm = nn.LayerNorm()
+    self.head = nn.Dense(self.num_classes)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    """Logits ``(batch, num_classes)`` for images ``(batch, *data_shape)``."""
+    validation.check_floating(x, "x")
+    if x.ndim != 4 or tuple(x.shape[1:]) != tuple(self.data_shape):
+      raise ValueError(f"x: expected images (batch, {', '.join(map(str, self.data_shape))}), "
+                       f"got shape {tuple(x.shape)}")
     x = injective_pad(x, self.injective_padding)
-    zeros = jnp.zeros((x.shape[0],), accumulation_dtype(x.dtype))
-    for i, (length, width) in enumerate(zip(self.stages, hidden)):
-      validation.check_positive_int(length, "stages")
-      step = FlowStep(hidden=width, kernel_sizes=tuple(self.kernel_sizes), activation=self.activation,
-                      constraint=constraint, preactivation=self.preactivation, actnorm=self.actnorm,
-                      name=f"stage{i}")
-      x, _ = scan_forward(step, x, zeros, length, _NO_LOGDET, self.unroll_blocks)
+    for i, length in enumerate(self.stages):
+      x, _ = scan_forward(self.stage_steps[i], x, length, unroll=self.unroll_blocks)
       if i < len(self.stages) - 1:
         x = squeeze(x)
-    x = nn.relu(nn.LayerNorm(name="head_norm")(x))
-    return nn.Dense(self.num_classes, name="head")(jnp.mean(x, axis=(1, 2)))
+    x = nn.relu(self.head_norm(x))
+    return self.head(jnp.mean(x, axis=(1, 2)))

@@ -11,10 +11,16 @@ optional fully connected steps on the flattened result. Vectors ``(d,)``: fully 
 
 The latent ``z`` is returned flat, ``(batch, D)`` with ``D = prod(data_shape)``: factored-out parts
 first, in order, then the final output.
+
+The flow is a bijection with the contract of every invertible piece (``forward_and_log_det``,
+``inverse``, ``inverse_and_log_det``; see ``iresflow.nn.block``) and a distribution: ``__call__`` and
+:meth:`IResNetFlow.log_prob` give ``log p(x)``, :meth:`IResNetFlow.sample` draws samples. The solver's
+report of every block is sown into ``'inverse_info'`` (read it with ``iresflow.nn.inverse_info``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 from typing import Sequence
@@ -24,25 +30,27 @@ import jax
 import jax.numpy as jnp
 
 from iresflow.core import validation
-from iresflow.core.fixed_point import FixedPointInfo
+from iresflow.core.estimators import LogDetEstimator
+from iresflow.core.fixed_point import FixedPointSolver
 from iresflow.core.logdet import accumulation_dtype
-from iresflow.nn import activations
-from iresflow.nn.block import InverseOptions, LogDetOptions
+from iresflow.nn.residual import ResidualSpec
 from iresflow.nn.reshape import squeeze, unsqueeze
-from iresflow.nn.spectral import LipschitzConstraint
-from iresflow.nn.step import FlowStep, merge_inverse_info, scan_forward, scan_inverse
+from iresflow.nn.step import BlockView, FlowStep, scan_forward, scan_inverse, stacked_block_views
 
 PRIORS = ("normal", "learned")
 _LOG_2PI = math.log(2 * math.pi)
 
 
-def _per_stage(value, n_stages: int, name: str) -> tuple:
-  if isinstance(value, int):
-    return (value,) * n_stages
-  value = tuple(value)
-  if len(value) != n_stages:
-    raise ValueError(f"{name}: expected an int or one value per stage ({n_stages}), got {value}")
-  return value
+def stage_specs(residual: ResidualSpec, stage_hidden: Sequence[int] | None, n_stages: int) -> tuple[ResidualSpec, ...]:
+  """One spec per stage: ``residual`` with its ``hidden`` replaced by ``stage_hidden[i]`` when given."""
+  if not isinstance(residual, ResidualSpec):
+    raise TypeError(f"residual: expected a ResidualSpec, got {residual!r}")
+  if stage_hidden is None:
+    return (residual,) * n_stages
+  stage_hidden = tuple(stage_hidden)
+  if len(stage_hidden) != n_stages:
+    raise ValueError(f"stage_hidden: expected one width per stage ({n_stages}), got {stage_hidden}")
+  return tuple(dataclasses.replace(residual, hidden=int(h)) for h in stage_hidden)
 
 
 class IResNetFlow(nn.Module):
@@ -51,24 +59,10 @@ class IResNetFlow(nn.Module):
   Attributes:
     data_shape: per-example data shape, ``(H, W, C)`` or ``(d,)``.
     stages: number of steps in each image stage; ``()`` for vectors.
-    hidden: hidden channels of ``g`` in each stage (an int for all stages).
+    residual: the residual function ``g`` of every image block (``iresflow.nn.ResidualSpec``).
+    stage_hidden: widths of ``g`` per stage, overriding ``residual.hidden``; None: the same everywhere.
     fc_blocks: fully connected steps at the end (on the flattened data).
-    fc_hidden: hidden width of the fully connected ``g``.
-    fc_layers: number of dense layers in each fully connected ``g``.
-    kernel_sizes: kernel size of each conv layer of ``g`` (default 3x3 -> 1x1 -> 3x3).
-    activation: activation of ``g``: ``'lipswish'`` (default, Residual Flows), ``'elu'`` (the i-ResNet
-      paper's), ``'softplus'``, ... (see ``iresflow.nn.activations``).
-    coeff: spectral-normalisation coefficient ``c`` in (0, 1).
-    n_power_iterations: iterations of the norm estimator per training step.
-    n_init_power_iterations: power iterations at ``init``.
-    norm_estimator: ``'lanczos'`` (default) or ``'power'``. Spectral normalisation flattens the top
-      of each layer's spectrum during training, and the top direction keeps turning; one power
-      iteration per step (the paper's) then lags below the true norm (measured: 5% low after 100
-      Adam steps on a small model), so ``Lip(g)`` exceeds ``coeff``. Ten Lanczos steps per step cost
-      ten passes (and transposes) of one example, small next to the log-det series over a batch,
-      and stayed within 1% in the same test; five were 2.4% low on one layer whose top singular
-      values were 1.087, 1.070, 1.062.
-    preactivation: activation before the first layer of ``g``.
+    fc_residual: ``g`` of the fully connected blocks (its ``dense_layers`` and ``hidden`` apply).
     actnorm: ActNorm before every block.
     initial_squeeze: squeeze the input before the first stage (``C -> 4C``).
     factor_out: after each squeeze between stages, send half the channels to the prior.
@@ -77,23 +71,16 @@ class IResNetFlow(nn.Module):
       classifier on the latent ``z`` (:meth:`log_prob_and_logits`); train with
       ``bits/dim + lambda * cross-entropy``. The flow stays a density model of ``x`` alone.
     unroll_blocks: trace every block instead of one ``nn.scan`` body per stage. Compile time then
-      grows with depth; on CPU (XLA:CPU emits the backward pass's convolutions inside a loop body
-      as naive loops) a training step runs ~5x faster. Same parameters either way.
+      grows with depth; on CPU a training step runs several times faster (docs/benchmarks.md).
+      Same parameters either way.
   """
 
   data_shape: Sequence[int]
   stages: Sequence[int] = (4, 4)
-  hidden: int | Sequence[int] = 64
+  residual: ResidualSpec = ResidualSpec()
+  stage_hidden: Sequence[int] | None = None
   fc_blocks: int = 0
-  fc_hidden: int = 128
-  fc_layers: int = 3
-  kernel_sizes: Sequence[int] = (3, 1, 3)
-  activation: str = "lipswish"
-  coeff: float = 0.9
-  n_power_iterations: int = 10
-  n_init_power_iterations: int = 50
-  norm_estimator: str = "lanczos"
-  preactivation: bool = True
+  fc_residual: ResidualSpec = ResidualSpec(hidden=128)
   actnorm: bool = True
   initial_squeeze: bool = True
   factor_out: bool = False
@@ -103,8 +90,6 @@ class IResNetFlow(nn.Module):
 
   # ----------------------------------------------------------------------------------- structure
   def _check_config(self) -> None:
-    validation.check_coeff(self.coeff)
-    activations.check_activation(self.activation)
     if self.prior not in PRIORS:
       raise ValueError(f"prior: expected one of {PRIORS}, got {self.prior!r}")
     shape = tuple(self.data_shape)
@@ -113,10 +98,16 @@ class IResNetFlow(nn.Module):
     for n in self.stages:
       validation.check_positive_int(n, "stages")
     validation.check_nonnegative_int(self.fc_blocks, "fc_blocks")
+    validation.check_nonnegative_int(self.num_classes, "num_classes")
     if len(shape) == 1 and self.stages:
       raise ValueError(f"stages: vector data {shape} has no spatial stages; use stages=() and fc_blocks")
     if not self.stages and not self.fc_blocks:
       raise ValueError("stages, fc_blocks: the flow has no blocks; give at least one")
+    for spec in (self.residual, self.fc_residual):
+      if not isinstance(spec, ResidualSpec):
+        raise TypeError(f"residual, fc_residual: expected a ResidualSpec, got {spec!r}")
+      if spec.constraint.coeff is None:
+        raise ValueError("residual: a flow needs Lip(g) < 1; its constraint's coeff cannot be None")
     if len(shape) == 3:
       h, w, _ = shape
       n_squeezes = int(self.initial_squeeze) + max(len(self.stages) - 1, 0)
@@ -124,37 +115,48 @@ class IResNetFlow(nn.Module):
         raise ValueError(f"data_shape: spatial size {(h, w)} must be divisible by 2^{n_squeezes} for the "
                          f"{n_squeezes} squeezes of this configuration")
 
-  def _stage_shapes(self) -> tuple[list[tuple[int, ...]], list[tuple[int, ...]]]:
+  def stage_specs(self) -> tuple[ResidualSpec, ...]:
+    """The residual function of each image stage."""
+    return stage_specs(self.residual, self.stage_hidden, len(self.stages))
+
+  def stage_shapes(self) -> tuple[list[tuple[int, ...]], list[tuple[int, ...]]]:
     """Per-example shapes: the input of each stage, and the part factored out after each stage."""
     shape = tuple(int(n) for n in self.data_shape)
     if len(shape) == 1 or not self.stages:
       return [], []
     if self.initial_squeeze:
       shape = (shape[0] // 2, shape[1] // 2, shape[2] * 4)
-    stage_shapes, factored = [], []
+    shapes, factored = [], []
     for i in range(len(self.stages)):
-      stage_shapes.append(shape)
+      shapes.append(shape)
       if i < len(self.stages) - 1:
         shape = (shape[0] // 2, shape[1] // 2, shape[2] * 4)
         if self.factor_out:
           half = shape[2] // 2
           factored.append(shape[:2] + (half,))
           shape = shape[:2] + (shape[2] - half,)
-    return stage_shapes, factored
+    return shapes, factored
+
+  def blocks(self, variables: dict) -> list[BlockView]:
+    """Every i-ResNet block of the flow with its own variables and input shape, in forward order.
+
+    A plain method of the (unbound) module: ``flow.blocks(variables)``.
+    """
+    views = []
+    shapes, _ = self.stage_shapes()
+    for i, (spec, shape, length) in enumerate(zip(self.stage_specs(), shapes, self.stages)):
+      views += stacked_block_views(variables, f"stage_steps_{i}", spec, shape, length, f"stage {i}")
+    if self.fc_blocks:
+      fc_dim = math.prod(shapes[-1]) if shapes else math.prod(self.data_shape)  # what factor-out leaves
+      views += stacked_block_views(variables, "fc_step", self.fc_residual, (fc_dim,), self.fc_blocks,
+                                   "fully connected")
+    return views
 
   def setup(self):
     self._check_config()
-    hidden = _per_stage(self.hidden, len(self.stages), "hidden")
-    constraint = LipschitzConstraint(self.coeff, self.n_power_iterations, self.n_init_power_iterations,
-                                     self.norm_estimator)
-    common = dict(activation=self.activation, constraint=constraint, preactivation=self.preactivation,
-                  actnorm=self.actnorm)
-    self.stage_steps = [FlowStep(hidden=h, kernel_sizes=tuple(self.kernel_sizes), **common)
-                        for h in hidden]
-    self.fc_step = (FlowStep(hidden=self.fc_hidden, kernel_sizes=(1,) * self.fc_layers, **common)
-                    if self.fc_blocks else None)
+    self.stage_steps = [FlowStep(spec, actnorm=self.actnorm) for spec in self.stage_specs()]
+    self.fc_step = FlowStep(self.fc_residual, actnorm=self.actnorm) if self.fc_blocks else None
     dim = math.prod(self.data_shape)
-    validation.check_nonnegative_int(self.num_classes, "num_classes")
     self.classifier_head = nn.Dense(self.num_classes, name="classifier_head") if self.num_classes else None
     if self.prior == "learned":
       self.prior_mean = self.param("prior_mean", nn.initializers.zeros, (dim,))
@@ -167,10 +169,8 @@ class IResNetFlow(nn.Module):
     if self.is_initializing():
       validation.check_finite_if_concrete(x, name)  # ActNorm would silently initialise from NaN
 
-  # ------------------------------------------------------------------------------------ methods
-  def forward_and_log_det(self, x: jax.Array, logdet: LogDetOptions = LogDetOptions()
-                          ) -> tuple[jax.Array, jax.Array]:
-    """``(z, log det J_F(x))``: flat latents ``(batch, D)`` and the total log-det ``(batch,)``."""
+  # ------------------------------------------------------------------------------- the bijection
+  def _forward(self, x: jax.Array, estimator: LogDetEstimator | None) -> tuple[jax.Array, jax.Array]:
     self._check_input(x, "x", tuple(self.data_shape))
     batch = x.shape[0]
     total = jnp.zeros((batch,), accumulation_dtype(x.dtype))
@@ -179,7 +179,8 @@ class IResNetFlow(nn.Module):
       if self.initial_squeeze:
         x = squeeze(x)
       for i, length in enumerate(self.stages):
-        x, total = scan_forward(self.stage_steps[i], x, total, length, logdet, self.unroll_blocks)
+        x, value = scan_forward(self.stage_steps[i], x, length, estimator=estimator, unroll=self.unroll_blocks)
+        total = total + value
         if i < len(self.stages) - 1:
           x = squeeze(x)
           if self.factor_out:
@@ -188,40 +189,56 @@ class IResNetFlow(nn.Module):
             x = x[..., half:]
     x = x.reshape(batch, -1)
     if self.fc_step is not None:
-      x, total = scan_forward(self.fc_step, x, total, self.fc_blocks, logdet, self.unroll_blocks)
+      x, value = scan_forward(self.fc_step, x, self.fc_blocks, estimator=estimator, unroll=self.unroll_blocks)
+      total = total + value
     return jnp.concatenate(pieces + [x], axis=1), total
 
-  def inverse(self, z: jax.Array, options: InverseOptions = InverseOptions()
-              ) -> tuple[jax.Array, FixedPointInfo]:
-    """``(x, info)`` with ``F(x) = z``; ``info`` per example: iterations summed over blocks, worst
-    residual of any block, and whether every block converged."""
+  def _inverse(self, z: jax.Array, solver: FixedPointSolver, estimator: LogDetEstimator | None
+               ) -> tuple[jax.Array, jax.Array]:
     dim = math.prod(self.data_shape)
     self._check_input(z, "z", (dim,))
     batch = z.shape[0]
-    stage_shapes, factored = self._stage_shapes()
-    sizes = [math.prod(s) for s in factored]
-    pieces = jnp.split(z, list(itertools.accumulate(sizes)), axis=1)
+    total = jnp.zeros((batch,), accumulation_dtype(z.dtype))
+    shapes, factored = self.stage_shapes()
+    pieces = jnp.split(z, list(itertools.accumulate(math.prod(s) for s in factored)), axis=1)
     x = pieces[-1]
-    infos = []
     if self.fc_step is not None:
-      x, info = scan_inverse(self.fc_step, x, self.fc_blocks, options, self.unroll_blocks)
-      infos.append(info)
-    if self.stages:
-      x = x.reshape((batch,) + stage_shapes[-1])
-      for i in reversed(range(len(self.stages))):
-        if i < len(self.stages) - 1:
-          if self.factor_out:
-            x = jnp.concatenate([pieces[i].reshape((batch,) + factored[i]), x], axis=-1)
-          x = unsqueeze(x)
-        x, info = scan_inverse(self.stage_steps[i], x, self.stages[i], options, self.unroll_blocks)
-        infos.append(info)
-      if self.initial_squeeze:
+      x, value = scan_inverse(self.fc_step, x, self.fc_blocks, solver=solver, estimator=estimator,
+                              unroll=self.unroll_blocks)
+      total = total + value
+    if not self.stages:
+      return x.reshape((batch,) + tuple(self.data_shape)), total
+    x = x.reshape((batch,) + shapes[-1])
+    for i in reversed(range(len(self.stages))):
+      if i < len(self.stages) - 1:
+        if self.factor_out:
+          x = jnp.concatenate([pieces[i].reshape((batch,) + factored[i]), x], axis=-1)
         x = unsqueeze(x)
-    else:
-      x = x.reshape((batch,) + tuple(self.data_shape))
-    stacked = jax.tree.map(lambda *leaves: jnp.stack(leaves), *infos)
-    return x, merge_inverse_info(stacked)
+      x, value = scan_inverse(self.stage_steps[i], x, self.stages[i], solver=solver, estimator=estimator,
+                              unroll=self.unroll_blocks)
+      total = total + value
+    if self.initial_squeeze:
+      x = unsqueeze(x)
+    return x, total
 
+  def forward(self, x: jax.Array) -> jax.Array:
+    """``z = F(x)``: flat latents ``(batch, D)`` for data ``(batch, *data_shape)``."""
+    return self._forward(x, None)[0]
+
+  def forward_and_log_det(self, x: jax.Array, *, estimator: LogDetEstimator) -> tuple[jax.Array, jax.Array]:
+    """``(z, log det J_F(x))``: flat latents ``(batch, D)`` and the total log-det ``(batch,)``."""
+    return self._forward(x, estimator)
+
+  def inverse(self, z: jax.Array, *, solver: FixedPointSolver = FixedPointSolver()) -> jax.Array:
+    """``x = F^{-1}(z)`` for flat latents ``(batch, D)``; every block's report is sown into ``'inverse_info'``."""
+    return self._inverse(z, solver, None)[0]
+
+  def inverse_and_log_det(self, z: jax.Array, *, solver: FixedPointSolver = FixedPointSolver(),
+                          estimator: LogDetEstimator) -> tuple[jax.Array, jax.Array]:
+    """``(x, log det J_{F^-1}(z))``, the latter ``= -log det J_F(x)`` at the solution."""
+    return self._inverse(z, solver, estimator)
+
+  # ----------------------------------------------------------------------------- the distribution
   def prior_log_prob(self, z: jax.Array) -> jax.Array:
     """``log p_z(z)`` per example for flat latents ``(batch, D)``, in float32 for any ``z``."""
     z = z.astype(accumulation_dtype(z.dtype))
@@ -230,18 +247,23 @@ class IResNetFlow(nn.Module):
       return jnp.sum(-0.5 * scaled**2 - 0.5 * _LOG_2PI - self.prior_log_scale, axis=1)
     return jnp.sum(-0.5 * z**2 - 0.5 * _LOG_2PI, axis=1)
 
-  def log_prob(self, x: jax.Array, logdet: LogDetOptions = LogDetOptions()) -> jax.Array:
+  def log_prob(self, x: jax.Array, *, estimator: LogDetEstimator) -> jax.Array:
     """``log p(x)`` per example (eq. 3), in nats, for continuous ``x`` of shape ``(batch, *data_shape)``."""
-    z, total = self.forward_and_log_det(x, logdet)
+    z, total = self.forward_and_log_det(x, estimator=estimator)
+    if self.classifier_head is not None and self.is_initializing():
+      self.classifier_head(z)  # so that init through log_prob creates every parameter of a hybrid model
     return self.prior_log_prob(z) + total
 
-  def log_prob_and_logits(self, x: jax.Array, logdet: LogDetOptions = LogDetOptions()
-                          ) -> tuple[jax.Array, jax.Array]:
+  def log_prob_and_logits(self, x: jax.Array, *, estimator: LogDetEstimator) -> tuple[jax.Array, jax.Array]:
     """Hybrid model: ``(log p(x), class logits)`` from one forward pass; needs ``num_classes > 0``."""
     if self.classifier_head is None:
       raise ValueError("num_classes: log_prob_and_logits needs a hybrid model (num_classes > 0)")
-    z, total = self.forward_and_log_det(x, logdet)
+    z, total = self.forward_and_log_det(x, estimator=estimator)
     return self.prior_log_prob(z) + total, self.classifier_head(z)
+
+  def __call__(self, x: jax.Array, *, estimator: LogDetEstimator) -> jax.Array:
+    """``log p(x)`` (:meth:`log_prob`); ``init`` through it creates every parameter, a hybrid head too."""
+    return self.log_prob(x, estimator=estimator)
 
   def sample_prior(self, n: int) -> jax.Array:
     """``n`` flat latents from the prior; draws from the ``'sample'`` RNG stream."""
@@ -251,12 +273,6 @@ class IResNetFlow(nn.Module):
       return self.prior_mean + jnp.exp(self.prior_log_scale) * eps
     return eps
 
-  def sample(self, n: int, options: InverseOptions = InverseOptions()) -> tuple[jax.Array, FixedPointInfo]:
-    """``n`` samples ``F^{-1}(z)``, ``z ~ prior``, of shape ``(n, *data_shape)``, and the inverse info."""
-    return self.inverse(self.sample_prior(n), options)
-
-  def __call__(self, x: jax.Array, logdet: LogDetOptions = LogDetOptions()):
-    """``log p(x)``; for a hybrid model ``(log p(x), logits)`` (so ``init`` creates the head too)."""
-    if self.classifier_head is not None:
-      return self.log_prob_and_logits(x, logdet)
-    return self.log_prob(x, logdet)
+  def sample(self, n: int, *, solver: FixedPointSolver = FixedPointSolver()) -> jax.Array:
+    """``n`` samples ``F^{-1}(z)``, ``z ~ prior``, of shape ``(n, *data_shape)``; reports sown into ``'inverse_info'``."""
+    return self.inverse(self.sample_prior(n), solver=solver)

@@ -1,15 +1,24 @@
-"""Flax linen modules: contractive layers, activations, ActNorm, reshapes, the i-ResNet block."""
+"""Flax linen modules: contractive layers, activations, ActNorm, reshapes, the i-ResNet block and flow step.
 
+Every invertible piece (``ActNorm``, ``Squeeze``, ``IResNetBlock``, ``FlowStep``, and the models) has
+``__call__``, ``forward_and_log_det(x, *, estimator)``, ``inverse(y, *, solver)`` and
+``inverse_and_log_det(y, *, solver, estimator)``; the estimators and the solver come from
+:mod:`iresflow.core` and are re-exported here.
+"""
+
+from iresflow.core.estimators import ExactLogDet, PowerSeries, Roulette
+from iresflow.core.fixed_point import FixedPointInfo, FixedPointSolver
 from iresflow.nn.actnorm import ActNorm
 from iresflow.nn.activations import ACTIVATIONS, LIPSCHITZ_CONSTANTS, lipswish
-from iresflow.nn.block import InverseOptions, IResNetBlock, LogDetOptions
-from iresflow.nn.reshape import injective_pad, squeeze, unsqueeze
-from iresflow.nn.residual import ContractiveResidual
-from iresflow.nn.spectral import LipschitzConstraint, SpectralConv, SpectralDense
-from iresflow.nn.step import FlowStep
+from iresflow.nn.block import INVERSE_INFO, IResNetBlock, inverse_info
+from iresflow.nn.reshape import Squeeze, injective_pad, squeeze, unsqueeze
+from iresflow.nn.residual import ContractiveResidual, ResidualSpec
+from iresflow.nn.spectral import LipschitzConstraint, NormalizedWeights, SpectralConv, SpectralDense
+from iresflow.nn.step import BlockView, FlowStep
 
 __all__ = [
-    "ACTIVATIONS", "ActNorm", "ContractiveResidual", "FlowStep", "InverseOptions", "IResNetBlock",
-    "LIPSCHITZ_CONSTANTS", "LipschitzConstraint", "LogDetOptions", "SpectralConv", "SpectralDense", "injective_pad", "lipswish",
-    "squeeze", "unsqueeze",
+    "ACTIVATIONS", "ActNorm", "BlockView", "ContractiveResidual", "ExactLogDet", "FixedPointInfo",
+    "FixedPointSolver", "FlowStep", "INVERSE_INFO", "IResNetBlock", "LIPSCHITZ_CONSTANTS", "LipschitzConstraint",
+    "NormalizedWeights", "PowerSeries", "ResidualSpec", "Roulette", "SpectralConv", "SpectralDense", "Squeeze",
+    "injective_pad", "inverse_info", "lipswish", "squeeze", "unsqueeze",
 ]

@@ -3,6 +3,9 @@
 ``y = (x + bias) * exp(log_scale)`` over the last (channel) axis, with ``bias = -mean`` and
 ``log_scale = -log(std)`` of the batch seen at ``init``, so the first batch comes out with zero mean
 and unit variance per channel. ``log|det| = (number of positions) * sum(log_scale)`` per example.
+
+It has the contract of every invertible piece (see ``iresflow.nn.block``); its log-det is exact, so
+the ``estimator`` and ``solver`` arguments are accepted and ignored.
 """
 
 from __future__ import annotations
@@ -13,9 +16,13 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from iresflow.core.logdet import accumulation_dtype
+
 
 class ActNorm(nn.Module):
   """Invertible per-channel affine normalisation with data-dependent initialisation.
+
+  Parameters are float32 whatever the input's dtype; outputs keep the input's dtype.
 
   Attributes:
     eps: added to the initial standard deviation.
@@ -26,25 +33,34 @@ class ActNorm(nn.Module):
   @nn.compact
   def _params(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
     axes = tuple(range(x.ndim - 1))
-    x32 = x.astype(jnp.promote_types(x.dtype, jnp.float32))  # parameters are float32 for any input
+    x32 = x.astype(accumulation_dtype(x.dtype))
     bias = self.param("bias", lambda _: -jnp.mean(x32, axis=axes))
     log_scale = self.param("log_scale", lambda _: -jnp.log(jnp.std(x32, axis=axes) + self.eps))
     return bias, log_scale
 
-  def forward_and_log_det(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """``(y, log|det J|)`` for a batch ``x`` of shape ``(batch, ..., C)``; the log-det is ``(batch,)``.
-
-    ``y`` has ``x``'s dtype; the log-det is float32 (float64 for float64 ``x``).
-    """
-    bias, log_scale = self._params(x)
+  def _log_det(self, x: jax.Array, log_scale: jax.Array) -> jax.Array:
     positions = math.prod(x.shape[1:-1])
-    logdet = jnp.full((x.shape[0],), positions * jnp.sum(log_scale), jnp.promote_types(x.dtype, jnp.float32))
-    return ((x + bias.astype(x.dtype)) * jnp.exp(log_scale).astype(x.dtype)), logdet
+    return jnp.full((x.shape[0],), positions * jnp.sum(log_scale), accumulation_dtype(x.dtype))
 
-  def inverse(self, y: jax.Array) -> jax.Array:
-    """``x`` with ``forward(x) = y``, in ``y``'s dtype; needs initialised parameters."""
+  def __call__(self, x: jax.Array) -> jax.Array:
+    """``y`` for a batch ``x`` of shape ``(batch, ..., C)``."""
+    bias, log_scale = self._params(x)
+    return (x + bias.astype(x.dtype)) * jnp.exp(log_scale).astype(x.dtype)
+
+  def forward_and_log_det(self, x: jax.Array, *, estimator=None) -> tuple[jax.Array, jax.Array]:
+    """``(y, log|det J|)``; the log-det is ``(batch,)``, float32. ``estimator`` is ignored (exact)."""
+    del estimator
+    _, log_scale = self._params(x)
+    return self(x), self._log_det(x, log_scale)
+
+  def inverse(self, y: jax.Array, *, solver=None) -> jax.Array:
+    """``x`` with ``ActNorm(x) = y``, in ``y``'s dtype. ``solver`` is ignored (closed form)."""
+    del solver
     bias, log_scale = self._params(y)
     return y * jnp.exp(-log_scale).astype(y.dtype) - bias.astype(y.dtype)
 
-  def __call__(self, x: jax.Array) -> jax.Array:
-    return self.forward_and_log_det(x)[0]
+  def inverse_and_log_det(self, y: jax.Array, *, solver=None, estimator=None) -> tuple[jax.Array, jax.Array]:
+    """``(x, -log|det J|)``."""
+    del solver, estimator
+    _, log_scale = self._params(y)
+    return self.inverse(y), -self._log_det(y, log_scale)

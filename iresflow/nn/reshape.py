@@ -1,12 +1,16 @@
 """Volume-preserving reshapes: squeeze (space-to-depth) and injective channel padding.
 
-Both are linear isometries (permutations, or zero-padding), so their log-det is 0.
+Both are linear isometries (permutations, or zero-padding), so their log-det is 0. :class:`Squeeze`
+wraps the functions in the contract of every invertible piece (see ``iresflow.nn.block``).
 """
 
 from __future__ import annotations
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from iresflow.core.logdet import accumulation_dtype
 
 
 def squeeze(x: jax.Array, factor: int = 2) -> jax.Array:
@@ -36,3 +40,28 @@ def injective_pad(x: jax.Array, n_channels: int) -> jax.Array:
   if n_channels < 0:
     raise ValueError(f"n_channels: expected a non-negative integer, got {n_channels}")
   return jnp.pad(x, [(0, 0)] * (x.ndim - 1) + [(0, n_channels)])
+
+
+class Squeeze(nn.Module):
+  """:func:`squeeze` as an invertible piece: log-det 0; ``estimator`` and ``solver`` are ignored.
+
+  Attributes:
+    factor: spatial factor ``f``.
+  """
+
+  factor: int = 2
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    return squeeze(x, self.factor)
+
+  def forward_and_log_det(self, x: jax.Array, *, estimator=None) -> tuple[jax.Array, jax.Array]:
+    del estimator
+    return squeeze(x, self.factor), jnp.zeros((x.shape[0],), accumulation_dtype(x.dtype))
+
+  def inverse(self, y: jax.Array, *, solver=None) -> jax.Array:
+    del solver
+    return unsqueeze(y, self.factor)
+
+  def inverse_and_log_det(self, y: jax.Array, *, solver=None, estimator=None) -> tuple[jax.Array, jax.Array]:
+    del solver, estimator
+    return unsqueeze(y, self.factor), jnp.zeros((y.shape[0],), accumulation_dtype(y.dtype))

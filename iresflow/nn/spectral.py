@@ -1,39 +1,38 @@
 """Spectrally normalised dense and convolutional layers (Sec. 2.1, eq. 2).
 
-Each layer keeps its kernel in ``params`` and the right singular vector ``u`` of its power
-iteration in the ``spectral`` collection, shaped for the operator at the layer's real input shape
-(for a convolution: the per-example ``(H, W, C)`` of its input, so the estimate is the norm of the
-convolution with its padding, not of the reshaped kernel).
+Each layer keeps its kernel in ``params`` and the right singular vector ``u`` of its norm estimator
+in the ``spectral`` collection, shaped for the operator at the layer's real input shape (for a
+convolution: the per-example ``(H, W, C)`` of its input, so the estimate is the norm of the
+convolution with its padding, not of the reshaped kernel). How the layer is kept contractive is one
+frozen :class:`LipschitzConstraint`.
 
 ``u`` moves only when the layer is applied with ``mutable=['spectral']`` (training): then
-``n_power_iterations`` iterations of the norm estimator (power iteration, or Lanczos with
-``norm_estimator='lanczos'``) run, each step warm-starting from the last. Otherwise ``u`` is
-read-only and ``sigma = ||W u||`` is re-evaluated at it, so evaluation is deterministic. At ``init``,
-``n_init_power_iterations`` iterations give training a good first estimate.
+``constraint.n_power_iterations`` steps of the norm estimator run, warm-started from the last ``u``.
+Otherwise ``u`` is read-only and ``sigma = v^T W u`` is re-evaluated at it, so evaluation (and the
+certificate, which reads the same weights) is deterministic. At ``init``,
+``constraint.n_init_power_iterations`` steps give training a good first estimate.
 
 The estimate runs at full float32 matmul precision (``'highest'``) on every platform, since an
 error there goes straight into ``Lip(g)`` (see :mod:`iresflow.core.precision`).
 
-``coeff=None`` turns the normalisation off (an ordinary layer, for the unconstrained ResNet twin).
+``constraint.coeff=None`` turns the normalisation off (an ordinary layer, for the unconstrained
+ResNet twin).
 
-The layers expose :meth:`normalized_weights`, which returns the normalised ``(kernel, bias)``; blocks
-build their residual function ``g`` from these arrays as a pure function (see ``residual.py``), so
-the core's ``jax.vjp`` and ``lax.while_loop`` never see a Flax module.
+The layers expose :meth:`normalized_weights`, which returns the weights after eq. (2) with their norm
+estimate; blocks build their residual function ``g`` from these arrays as a pure function (see
+``residual.py``), so the core's ``jax.vjp`` and ``lax.while_loop`` never see a Flax module.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from iresflow.core import precision, spectral, validation
-
-Dtype = jnp.dtype
-
 
 NORM_ESTIMATORS = {"power": spectral.power_iteration, "lanczos": spectral.lanczos_iteration}
 
@@ -44,17 +43,19 @@ class LipschitzConstraint:
 
   Attributes:
     coeff: target norm ``c`` in (0, 1) of every layer; None for no constraint (the ResNet twin).
-    n_power_iterations: iterations of the norm estimator per training step (Krylov steps for
-      ``'lanczos'``).
-    n_init_power_iterations: iterations at ``init``.
-    norm_estimator: ``'power'`` (power iteration, the paper's) or ``'lanczos'`` (Golub-Kahan-Lanczos,
-      same cost per iteration, much faster when the top singular values are clustered).
+    n_power_iterations: steps of the norm estimator per training step (Krylov steps for ``'lanczos'``).
+    n_init_power_iterations: steps at ``init``.
+    norm_estimator: ``'lanczos'`` (Golub-Kahan-Lanczos, the default) or ``'power'`` (power iteration,
+      the paper's, with ``n_power_iterations=1``). Spectral normalisation flattens the top of each
+      layer's spectrum during training and the top direction keeps turning; one power iteration
+      per step then lags below the true norm, so ``Lip(g)`` exceeds ``coeff``; Lanczos, at the same
+      cost per step, keeps up (measurements in docs/reliability.md).
   """
 
   coeff: float | None = 0.9
-  n_power_iterations: int = 1
+  n_power_iterations: int = 10
   n_init_power_iterations: int = 50
-  norm_estimator: str = "power"
+  norm_estimator: str = "lanczos"
 
   def __post_init__(self):
     if self.coeff is not None:
@@ -64,9 +65,20 @@ class LipschitzConstraint:
     if self.norm_estimator not in NORM_ESTIMATORS:
       raise ValueError(f"norm_estimator: expected one of {sorted(NORM_ESTIMATORS)}, got {self.norm_estimator!r}")
 
-  def layer_kwargs(self) -> dict:
-    """Keyword arguments for :class:`SpectralDense` / :class:`SpectralConv`."""
-    return dataclasses.asdict(self)
+
+class NormalizedWeights(NamedTuple):
+  """A layer's weights as the layer uses them.
+
+  Attributes:
+    kernel: the kernel after eq. (2), ``W / max(1, sigma / c)``.
+    bias: the bias, or None.
+    norm_estimate: the estimated operator norm of ``kernel`` (``min(sigma, c)``; a lower estimate of
+      the true norm); None without a constraint.
+  """
+
+  kernel: jax.Array
+  bias: jax.Array | None
+  norm_estimate: jax.Array | None
 
 
 def conv2d(x: jax.Array, kernel: jax.Array, bias: jax.Array | None = None) -> jax.Array:
@@ -83,13 +95,10 @@ def dense(x: jax.Array, kernel: jax.Array, bias: jax.Array | None = None) -> jax
 
 
 class _SpectralLayer(nn.Module):
-  """Shared machinery: parameters, power-iteration state and eq. (2)."""
+  """Shared machinery: parameters, norm-estimator state and eq. (2)."""
 
   features: int
-  coeff: float | None = 0.9
-  n_power_iterations: int = 1
-  n_init_power_iterations: int = 50
-  norm_estimator: str = "power"
+  constraint: LipschitzConstraint = LipschitzConstraint()
   use_bias: bool = True
   kernel_init: nn.initializers.Initializer = nn.initializers.lecun_normal()
 
@@ -99,51 +108,47 @@ class _SpectralLayer(nn.Module):
   def _operator(self, kernel: jax.Array):
     raise NotImplementedError
 
-  def _check_config(self) -> None:
-    LipschitzConstraint(self.coeff, self.n_power_iterations, self.n_init_power_iterations,
-                        self.norm_estimator)  # validates
-    validation.check_positive_int(self.features, "features")
-
   @nn.compact
-  def normalized_weights(self, input_shape: Sequence[int]) -> tuple[jax.Array, jax.Array | None]:
-    """The layer's weights after eq. (2), updating the power-iteration state when it is mutable.
+  def normalized_weights(self, input_shape: Sequence[int]) -> NormalizedWeights:
+    """The layer's weights after eq. (2), updating the norm estimator's state when it is mutable.
 
     Args:
       input_shape: per-example input shape: ``(in_features,)`` or ``(H, W, C)``.
 
     Returns:
-      ``(kernel, bias)`` with ``kernel`` rescaled to estimated norm ``<= coeff``; ``bias`` is None
-      when ``use_bias=False``.
+      :class:`NormalizedWeights`: the kernel rescaled to estimated norm ``<= coeff``, the bias (None
+      when ``use_bias=False``), and the norm estimate.
     """
-    self._check_config()
+    validation.check_positive_int(self.features, "features")
     input_shape = tuple(int(n) for n in input_shape)
     kernel = self.param("kernel", self.kernel_init, self._kernel_shape(input_shape))
     bias = self.param("bias", nn.initializers.zeros, (self.features,)) if self.use_bias else None
-    if self.coeff is None:
-      return kernel, bias
+    coeff = self.constraint.coeff
+    if coeff is None:
+      return NormalizedWeights(kernel, bias, None)
     u = self.variable("spectral", "u",
                       lambda: jax.random.normal(self.make_rng("params"), input_shape, kernel.dtype))
     if u.value.shape != input_shape:
       raise ValueError(
           f"{type(self).__name__} {self.name!r}: initialised for per-example input shape "
-          f"{u.value.shape} but applied to {input_shape}; the power iteration runs on the operator at "
+          f"{u.value.shape} but applied to {input_shape}; the norm estimator runs on the operator at "
           "its real input shape, so re-initialise the model for the new shape.")
     if self.is_initializing():
-      n_iters = self.n_init_power_iterations
+      n_iters = self.constraint.n_init_power_iterations
     elif self.is_mutable_collection("spectral"):
-      n_iters = self.n_power_iterations
+      n_iters = self.constraint.n_power_iterations
     else:
       n_iters = 0
     # At full float32 precision: TF32 / bfloat16 matmuls would put their error into Lip(g).
-    estimate = precision.with_matmul_precision(NORM_ESTIMATORS[self.norm_estimator], "highest")
+    estimate = precision.with_matmul_precision(NORM_ESTIMATORS[self.constraint.norm_estimator], "highest")
     sigma, u_new = estimate(self._operator(kernel), u.value, n_iters)
     if self.is_mutable_collection("spectral"):
       u.value = u_new
-    return spectral.soft_normalize(kernel, sigma, self.coeff), bias
+    return NormalizedWeights(spectral.soft_normalize(kernel, sigma, coeff), bias, jnp.minimum(sigma, coeff))
 
 
 class SpectralDense(_SpectralLayer):
-  """Dense layer ``x @ W + b`` with ``||W||_2 <= coeff`` (estimated by power iteration).
+  """Dense layer ``x @ W + b`` with ``||W||_2 <= coeff`` (estimated).
 
   Input ``(batch, in_features)``, output ``(batch, features)``.
   """
@@ -157,7 +162,7 @@ class SpectralDense(_SpectralLayer):
     return lambda u: u @ kernel
 
   def __call__(self, x: jax.Array) -> jax.Array:
-    kernel, bias = self.normalized_weights(x.shape[1:])
+    kernel, bias, _ = self.normalized_weights(x.shape[1:])
     return dense(x, kernel, bias)
 
 
@@ -178,5 +183,5 @@ class SpectralConv(_SpectralLayer):
     return lambda u: conv2d(u[None], kernel)[0]
 
   def __call__(self, x: jax.Array) -> jax.Array:
-    kernel, bias = self.normalized_weights(x.shape[1:])
+    kernel, bias, _ = self.normalized_weights(x.shape[1:])
     return conv2d(x, kernel, bias)

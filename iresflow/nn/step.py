@@ -1,93 +1,137 @@
 """A flow step (ActNorm + i-ResNet block) and the scans that stack identical steps.
 
-A stage of identical steps runs under ``nn.scan``: parameters and power-iteration state are stacked
+A stage of identical steps runs under ``nn.scan``: parameters and norm-estimator state are stacked
 along a leading axis, the body is traced once, so compile time does not grow with depth (the
 technique of big_vision's Jet flow). The inverse runs the same stacked steps in reverse.
-``unroll=True`` traces every step instead (compile time grows with depth): on XLA:CPU a training
-step then runs several times faster, because convolutions in the backward pass of a loop body are
-emitted as naive loops there (measured in docs/benchmarks.md).
+``unroll=True`` traces every step instead (compile time grows with depth; on XLA:CPU the training
+step runs several times faster, docs/benchmarks.md).
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Mapping, NamedTuple, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from iresflow.core.fixed_point import FixedPointInfo
+from iresflow.core import estimators as estimators_lib
+from iresflow.core.fixed_point import FixedPointSolver
 from iresflow.core.logdet import accumulation_dtype
 from iresflow.nn.actnorm import ActNorm
-from iresflow.nn.block import InverseOptions, IResNetBlock, LogDetOptions
-from iresflow.nn.spectral import LipschitzConstraint
+from iresflow.nn.block import INVERSE_INFO, IResNetBlock
+from iresflow.nn.residual import ResidualSpec
 
-_SCAN_AXES = {"params": 0, "spectral": 0}
+_SCAN_AXES = {"params": 0, "spectral": 0, INVERSE_INFO: 0}
 
 
 class FlowStep(nn.Module):
-  """``x -> block(actnorm(x))``; attributes as in :class:`IResNetBlock`, plus ``actnorm``."""
+  """``x -> block(actnorm(x))``, with the contract of every invertible piece (see ``iresflow.nn.block``).
 
-  hidden: int = 64
-  kernel_sizes: Sequence[int] = (3, 1, 3)
-  activation: str = "elu"
-  constraint: LipschitzConstraint = LipschitzConstraint()
-  preactivation: bool = False
+  Attributes:
+    spec: the block's residual function.
+    actnorm: ActNorm before the block.
+  """
+
+  spec: ResidualSpec = ResidualSpec()
   actnorm: bool = True
 
   def setup(self):
     self.norm = ActNorm() if self.actnorm else None
-    self.block = IResNetBlock(hidden=self.hidden, kernel_sizes=self.kernel_sizes, activation=self.activation,
-                              constraint=self.constraint, preactivation=self.preactivation)
+    self.block = IResNetBlock(self.spec)
 
-  def forward_and_log_det(self, x: jax.Array, logdet: LogDetOptions = LogDetOptions()
+  def __call__(self, x: jax.Array) -> jax.Array:
+    return self.block(self.norm(x) if self.norm is not None else x)
+
+  def forward_and_log_det(self, x: jax.Array, *, estimator: estimators_lib.LogDetEstimator
                           ) -> tuple[jax.Array, jax.Array]:
     total = jnp.zeros((x.shape[0],), accumulation_dtype(x.dtype))
     if self.norm is not None:
       x, total = self.norm.forward_and_log_det(x)
-    y, value = self.block.forward_and_log_det(x, logdet)
+    y, value = self.block.forward_and_log_det(x, estimator=estimator)
     return y, total + value
 
-  def inverse(self, y: jax.Array, options: InverseOptions = InverseOptions()
-              ) -> tuple[jax.Array, FixedPointInfo]:
-    x, info = self.block.inverse(y, options)
+  def inverse(self, y: jax.Array, *, solver: FixedPointSolver = FixedPointSolver()) -> jax.Array:
+    x = self.block.inverse(y, solver=solver)
+    return self.norm.inverse(x) if self.norm is not None else x
+
+  def inverse_and_log_det(self, y: jax.Array, *, solver: FixedPointSolver = FixedPointSolver(),
+                          estimator: estimators_lib.LogDetEstimator) -> tuple[jax.Array, jax.Array]:
+    x, total = self.block.inverse_and_log_det(y, solver=solver, estimator=estimator)
     if self.norm is not None:
-      x = self.norm.inverse(x)
-    return x, info
+      x, value = self.norm.inverse_and_log_det(x)
+      total = total + value
+    return x, total
 
 
-def merge_inverse_info(infos: FixedPointInfo, axis: int = 0) -> FixedPointInfo:
-  """Summarises per-block infos stacked along ``axis``: iterations summed, worst residual, all converged."""
-  return FixedPointInfo(
-      iterations=jnp.sum(infos.iterations, axis=axis),
-      residual=jnp.max(infos.residual, axis=axis),
-      converged=jnp.all(infos.converged, axis=axis))
-
-
-def scan_forward(step: FlowStep, x: jax.Array, logdet_total: jax.Array, length: int,
-                 logdet: LogDetOptions, unroll: bool = False) -> tuple[jax.Array, jax.Array]:
-  """Applies ``length`` stacked copies of ``step`` to ``x``, adding their log-dets to ``logdet_total``."""
+def scan_forward(step: FlowStep, x: jax.Array, length: int, *, estimator=None, unroll: bool = False
+                 ) -> tuple[jax.Array, jax.Array]:
+  """Applies ``length`` stacked copies of ``step``; returns ``(y, summed log-det)`` (zeros without estimator)."""
 
   def body(module: FlowStep, carry, _):
     x, total = carry
-    y, value = module.forward_and_log_det(x, logdet)
+    if estimator is None:
+      return (module(x), total), None
+    y, value = module.forward_and_log_det(x, estimator=estimator)
     return (y, total + value), None
 
   run = nn.scan(body, variable_axes=_SCAN_AXES, split_rngs={"params": True, "logdet": True}, length=length,
                 unroll=length if unroll else 1)
-  (x, logdet_total), _ = run(step, (x, logdet_total), None)
-  return x, logdet_total
+  total = jnp.zeros((x.shape[0],), accumulation_dtype(x.dtype))
+  (y, total), _ = run(step, (x, total), None)
+  return y, total
 
 
-def scan_inverse(step: FlowStep, y: jax.Array, length: int, options: InverseOptions, unroll: bool = False
-                 ) -> tuple[jax.Array, FixedPointInfo]:
-  """Inverts ``length`` stacked copies of ``step`` (last step first); merges their inverse infos."""
+def scan_inverse(step: FlowStep, y: jax.Array, length: int, *, solver: FixedPointSolver, estimator=None,
+                 unroll: bool = False) -> tuple[jax.Array, jax.Array]:
+  """Inverts ``length`` stacked copies of ``step`` (last first); returns ``(x, summed log-det of the inverse)``."""
 
-  def body(module: FlowStep, y, _):
-    x, info = module.inverse(y, options)
-    return x, info
+  def body(module: FlowStep, carry, _):
+    y, total = carry
+    if estimator is None:
+      return (module.inverse(y, solver=solver), total), None
+    x, value = module.inverse_and_log_det(y, solver=solver, estimator=estimator)
+    return (x, total + value), None
 
-  run = nn.scan(body, variable_axes=_SCAN_AXES, split_rngs={"params": True}, length=length, reverse=True,
-                unroll=length if unroll else 1)
-  x, infos = run(step, y, None)
-  return x, merge_inverse_info(infos)
+  run = nn.scan(body, variable_axes=_SCAN_AXES, split_rngs={"params": True, "logdet": True}, length=length,
+                reverse=True, unroll=length if unroll else 1)
+  total = jnp.zeros((y.shape[0],), accumulation_dtype(y.dtype))
+  (x, total), _ = run(step, (y, total), None)
+  return x, total
+
+
+class BlockView(NamedTuple):
+  """One i-ResNet block of a model, on its own.
+
+  Attributes:
+    name: where it sits, e.g. ``'stage 0, block 2'``.
+    block: the block's module (unbound).
+    variables: its variables alone (``params`` and, when constrained, ``spectral``), unstacked.
+    input_shape: the per-example shape of the block's input.
+  """
+
+  name: str
+  block: IResNetBlock
+  variables: dict
+  input_shape: tuple[int, ...]
+
+  def residual(self, x: jax.Array) -> jax.Array:
+    """``g(x)`` of this block for a batch ``x`` of shape ``(batch, *input_shape)``.
+
+    ``view.block.apply(variables, x, method=IResNetBlock.residual)`` is the same ``g`` as a pure
+    function of ``(variables, x)``, for ``jax.vmap``, ``jax.jacfwd`` and the core functions.
+    """
+    return self.block.apply(self.variables, x, method=IResNetBlock.residual)
+
+
+def stacked_block_views(variables: Mapping, step_name: str, spec: ResidualSpec, input_shape: Sequence[int],
+                        length: int, label: str) -> list[BlockView]:
+  """The blocks of a stage of ``length`` stacked :class:`FlowStep` named ``step_name``, one view each."""
+  views = []
+  for index in range(length):
+    block_variables = {collection: jax.tree.map(lambda a, i=index: a[i], tree[step_name]["block"])
+                       for collection, tree in variables.items()
+                       if collection in ("params", "spectral") and step_name in tree}
+    block = IResNetBlock(spec, parent=None)  # detached: not a submodule of whatever module lists it
+    views.append(BlockView(f"{label}, block {index}", block, block_variables, tuple(input_shape)))
+  return views

@@ -19,7 +19,7 @@ TRASH_SUBDIR = "trash"
 
 
 class Checkpointer:
-  """Saves the train state every ``every`` steps (and on demand), keeps the newest ``max_to_keep``.
+  """Saves train states (atomically), keeps the newest ``max_to_keep``, restores them.
 
   Args:
     directory: where checkpoints go (created).
@@ -31,7 +31,8 @@ class Checkpointer:
     self._manager = ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(
-            max_to_keep=max_to_keep, create=True, todelete_subdir=TRASH_SUBDIR))
+            max_to_keep=max_to_keep, create=True, todelete_subdir=TRASH_SUBDIR),
+        item_handlers=ocp.StandardCheckpointHandler())
     self._empty_trash()
 
   def _empty_trash(self) -> None:
@@ -56,9 +57,17 @@ class Checkpointer:
     return self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
 
   def restore_raw(self, step: int | None = None) -> dict:
-    """Restores ``step`` (default: the latest) as nested dicts of arrays, without a target structure."""
+    """Restores ``step`` (default: the latest) as nested dicts of arrays on this process's first device.
+
+    Needs no target structure, and works whatever topology wrote the checkpoint (e.g. a checkpoint
+    of a multi-host run read on one machine, as ``load_variables`` and ``experiments/certify.py`` do).
+    """
     step = self.latest_step() if step is None else step
-    return self._manager.restore(step, args=ocp.args.StandardRestore())
+    metadata = self._manager.item_metadata(step)
+    metadata = getattr(metadata, "item_metadata", metadata)  # the tree inside Orbax's step metadata
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    target = jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=device), metadata)
+    return self._manager.restore(step, args=ocp.args.StandardRestore(target))
 
   def close(self) -> None:
     self._manager.close()

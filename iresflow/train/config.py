@@ -7,19 +7,26 @@ Every key, with its meaning:
 * ``dataset``: ``'digits'``, ``'mnist_small'``, a TFDS name (``mnist``, ``fashion_mnist``, ``cifar10``,
   ``cifar100``, ``svhn_cropped``) or a 2-D toy (``8gaussians``, ``checkerboard``, ...).
   ``data_dir``: TFDS data directory; ``download``: let TFDS download (needs internet + TensorFlow).
-* ``model``: keyword arguments of ``IResNetFlow`` / ``IResNetClassifier``.
-* ``logdet``: training estimator (``mode``, ``n_terms``, ``n_probes``, ``probe``);
-  ``eval_logdet``: the one for test bits/dim (``'exact'`` for small data, else many terms).
+* ``model``: keyword arguments of ``IResNetFlow`` / ``IResNetClassifier``; ``residual`` and
+  ``fc_residual`` are dicts of ``ResidualSpec`` fields, with ``constraint`` a dict of
+  ``LipschitzConstraint`` fields (e.g. ``--config.model.residual.constraint.coeff=0.7``; ``None``
+  gives a classifier's unconstrained twin). Fields left out take the specs' defaults.
+* ``estimator``: the training log-det estimator, ``eval_estimator`` the one for test bits/dim: a
+  ``kind`` (``'exact'``, ``'series'``, ``'roulette'``) and that estimator's fields (see
+  ``iresflow.core.estimators``; fields of other kinds are ignored).
+* ``solver``: the fixed-point inverse for reconstructions and samples (``atol``, ``rtol``,
+  ``max_iters``, ``precision``, ``adjoint_failure``; see ``iresflow.core.FixedPointSolver``).
 * ``logit_alpha``: logit transform parameter (None: data - 0.5).
 * optimisation: ``optimizer`` (adam/adamax/sgd), ``learning_rate``, ``warmup_steps``, ``schedule``
-  (constant/cosine), ``grad_clip``, ``weight_decay``, ``ema_decay`` (0 disables EMA), ``batch_size``
-  (global, divisible by the device count), ``num_steps``.
+  (constant/cosine), ``grad_clip``, ``weight_decay`` (decoupled for Adam/Adamax, L2 for SGD),
+  ``ema_decay`` (0 disables EMA), ``batch_size`` (global, divisible by the device count), ``num_steps``.
 * ``augment_padding``, ``augment_flip``: classification augmentation (random crop, horizontal flip).
-* logging: ``log_every``, ``checkpoint_every`` (0: only at the end), ``progress`` (progress bar).
-* evaluation: ``eval_batch_size``, ``num_eval_examples`` (0: all), ``num_samples``, ``inverse``
-  (``atol``, ``rtol``, ``max_iters``, and ``precision``, default ``'highest'``; see ``InverseOptions``),
-  ``eval_refresh_iterations`` (norm-estimator refreshes for the
-  evaluated parameters).
+* logging: ``log_every``, ``checkpoint_every`` (0: only at the end), ``progress`` (progress bar),
+  ``finite_check_every``: how often the host reads whether a step was not finite (also before every
+  log line and checkpoint); between checks the device runs ahead of the host.
+* evaluation: ``eval_batch_size`` (global, divisible by the device count), ``num_eval_examples``
+  (0: all), ``num_samples``, ``eval_refresh_iterations`` (norm-estimator steps run for the evaluated
+  parameters before evaluation and certification).
 * ``toy_train_size``, ``toy_test_size``: sizes of generated 2-D data sets.
 """
 
@@ -38,9 +45,12 @@ def default_config() -> ml_collections.ConfigDict:
   config.seed = 0
 
   config.model = ml_collections.ConfigDict(dict(
-      stages=(4, 4), hidden=32, coeff=0.9, activation="elu", kernel_sizes=(3, 1, 3)))
-  config.logdet = ml_collections.ConfigDict(dict(mode="series", n_terms=5, n_probes=1, probe="gaussian"))
-  config.eval_logdet = ml_collections.ConfigDict(dict(mode="exact", n_terms=20, n_probes=4, probe="gaussian"))
+      stages=(4, 4), residual=dict(hidden=32, activation="elu", constraint=dict(coeff=0.9))))
+  config.estimator = ml_collections.ConfigDict(dict(kind="series", n_terms=5, n_probes=1, probe="gaussian",
+                                                    gradient="backprop", unroll=False))
+  config.eval_estimator = ml_collections.ConfigDict(dict(kind="exact", n_terms=20, n_probes=4, probe="gaussian"))
+  config.solver = ml_collections.ConfigDict(dict(atol=1e-6, rtol=1e-6, max_iters=500, precision="highest",
+                                                 adjoint_failure="nan"))
   config.logit_alpha = ml_collections.config_dict.placeholder(float)
 
   config.optimizer = "adam"
@@ -58,14 +68,27 @@ def default_config() -> ml_collections.ConfigDict:
 
   config.log_every = 50
   config.checkpoint_every = 500
+  config.finite_check_every = 25
   config.progress = True
 
   config.eval_batch_size = 128
   config.num_eval_examples = 0
   config.num_samples = 64
-  config.inverse = ml_collections.ConfigDict(dict(atol=1e-6, rtol=1e-6, max_iters=500, precision="highest"))
   config.eval_refresh_iterations = 10
 
   config.toy_train_size = 20000
   config.toy_test_size = 5000
   return config
+
+
+def load_config(path: str) -> ml_collections.ConfigDict:
+  """``get_config()`` of a config file (``experiments/configs/*.py``), loaded by path as ``--config`` does."""
+  import importlib.util
+  import os
+
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"config: {path} not found")
+  spec = importlib.util.spec_from_file_location(os.path.splitext(os.path.basename(path))[0], path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()

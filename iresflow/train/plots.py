@@ -1,14 +1,20 @@
-"""Figures written by training: sample grids, reconstructions, 2-D densities (matplotlib, PNG)."""
+"""Figures written by training: sample grids, reconstructions, 2-D densities (matplotlib, PNG).
+
+matplotlib is imported when a figure is drawn, with the non-interactive Agg backend for that figure
+only (``matplotlib.figure.Figure``, no pyplot): importing this module changes nothing in the process.
+"""
 
 from __future__ import annotations
 
 import math
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+
+def _figure(**kwargs):
+  from matplotlib.figure import Figure  # no pyplot: no global backend, no window
+
+  return Figure(**kwargs)
 
 
 def image_grid(images: np.ndarray, path: str, title: str = "", columns: int | None = None) -> None:
@@ -16,7 +22,8 @@ def image_grid(images: np.ndarray, path: str, title: str = "", columns: int | No
   n = len(images)
   columns = columns or int(math.ceil(math.sqrt(n)))
   rows = int(math.ceil(n / columns))
-  fig, axes = plt.subplots(rows, columns, figsize=(columns * 0.9, rows * 0.9 + (0.4 if title else 0)))
+  fig = _figure(figsize=(columns * 0.9, rows * 0.9 + (0.4 if title else 0)))
+  axes = fig.subplots(rows, columns, squeeze=False)
   for ax in np.ravel(axes):
     ax.axis("off")
   for ax, image in zip(np.ravel(axes), images):
@@ -27,13 +34,13 @@ def image_grid(images: np.ndarray, path: str, title: str = "", columns: int | No
     fig.suptitle(title, fontsize=9)
   fig.tight_layout()
   fig.savefig(path, dpi=110)
-  plt.close(fig)
 
 
 def density_figure(data: np.ndarray, samples: np.ndarray, grid: np.ndarray, log_density: np.ndarray,
                    extent: float, path: str, title: str = "") -> None:
   """Saves data, model density (heat map) and model samples side by side for a 2-D flow."""
-  fig, axes = plt.subplots(1, 3, figsize=(10, 3.5))
+  fig = _figure(figsize=(10, 3.5))
+  axes = fig.subplots(1, 3)
   axes[0].hist2d(data[:, 0], data[:, 1], bins=100, range=[[-extent, extent]] * 2, cmap="viridis")
   axes[0].set_title("data")
   size = int(math.sqrt(len(grid)))
@@ -50,4 +57,3 @@ def density_figure(data: np.ndarray, samples: np.ndarray, grid: np.ndarray, log_
     fig.suptitle(title, fontsize=10)
   fig.tight_layout()
   fig.savefig(path, dpi=110)
-  plt.close(fig)

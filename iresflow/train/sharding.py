@@ -41,10 +41,10 @@ def batch_sharded(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, PartitionSpec("data"))
 
 
-def check_batch_size(batch_size: int, mesh: Mesh) -> None:
-  """Raises ``ValueError`` unless the global batch splits evenly over the mesh's devices."""
+def check_batch_size(batch_size: int, mesh: Mesh, name: str = "batch_size") -> None:
+  """Raises ``ValueError`` (naming ``name``) unless the global batch splits evenly over the mesh's devices."""
   if batch_size % mesh.size:
-    raise ValueError(f"batch_size: {batch_size} is not divisible by the {mesh.size} devices of the "
+    raise ValueError(f"{name}: {batch_size} is not divisible by the {mesh.size} devices of the "
                      f"'data' mesh; use a multiple of {mesh.size}")
 
 

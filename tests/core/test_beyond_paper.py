@@ -35,10 +35,10 @@ def test_roulette_is_unbiased_where_the_truncated_series_is_not(distribution, se
   _, exact = logdet.exact_logdet(g, x)
   keys = jax.random.split(jax.random.key(2), N_KEYS)
   roulette_mean, roulette_err = _mean_and_stderr(
-      lambda k: logdet.roulette_logdet(g, x, k, distribution=distribution, n_probes=4, **settings)[1], keys)
+      lambda k: logdet.roulette_logdet(k, g, x, distribution=distribution, n_probes=4, **settings)[1], keys)
   # Same expected number of terms (2 exact + 1 extra on average) but truncated: visibly biased.
   truncated_mean, truncated_err = _mean_and_stderr(
-      lambda k: logdet.power_series_logdet(g, x, k, n_terms=3, n_probes=4)[1], keys)
+      lambda k: logdet.power_series_logdet(k, g, x, n_terms=3, n_probes=4)[1], keys)
   # Statistical tolerance: 5 standard errors of the mean over the keys.
   np.testing.assert_array_less(np.abs(roulette_mean - exact), 5 * roulette_err + 1e-4)
   assert np.max(np.abs(truncated_mean - exact) / (truncated_err + 1e-9)) > 10
@@ -55,9 +55,9 @@ def test_roulette_tail_probabilities():
 def test_roulette_at_the_cap_is_the_truncated_series():
   g, x = _problem()
   # max_terms == n_exact_terms: M is clipped to 0, so the estimate is the 3-term series.
-  _, capped = logdet.roulette_logdet(g, x, jax.random.key(3), n_exact_terms=3, max_terms=3, n_probes=8)
+  _, capped = logdet.roulette_logdet(jax.random.key(3), g, x, n_exact_terms=3, max_terms=3, n_probes=8)
   probe_key, _ = jax.random.split(jax.random.key(3))
-  _, series = logdet.power_series_logdet(g, x, probe_key, n_terms=3, n_probes=8)
+  _, series = logdet.power_series_logdet(probe_key, g, x, n_terms=3, n_probes=8)
   np.testing.assert_allclose(capped, series, rtol=1e-5)
 
 
@@ -74,24 +74,24 @@ def test_neumann_gradient_matches_the_exact_gradient_in_expectation():
   x = jax.random.normal(jax.random.key(5), (2, 3))
   exact = _exact_grad(_tanh_layer, w, x)
   neumann = jax.jit(jax.grad(lambda w: jnp.sum(logdet.power_series_logdet(
-      _tanh_layer(w), x, jax.random.key(0), n_terms=40, n_probes=20_000, gradient="neumann")[1])))(w)
+      jax.random.key(0), _tanh_layer(w), x, n_terms=40, n_probes=20_000, gradient="neumann")[1])))(w)
   np.testing.assert_allclose(neumann, exact, atol=0.03)
   # Roulette's Neumann gradient is unbiased too: average over keys.
   grads = jax.jit(jax.vmap(jax.grad(lambda w, k: jnp.sum(logdet.roulette_logdet(
-      _tanh_layer(w), x, k, n_probes=50)[1])), in_axes=(None, 0)))(w, jax.random.split(jax.random.key(6), 400))
+      k, _tanh_layer(w), x, n_probes=50)[1])), in_axes=(None, 0)))(w, jax.random.split(jax.random.key(6), 400))
   np.testing.assert_allclose(grads.mean(0), exact, atol=4 * float(grads.std(0).max()) / math.sqrt(400) + 1e-3)
 
 
 def test_neumann_value_equals_the_series_and_input_gradients_match_backprop():
   g, x = _problem()
   key = jax.random.key(7)
-  _, backprop_value = logdet.power_series_logdet(g, x, key, n_terms=6, n_probes=2)
-  _, neumann_value = logdet.power_series_logdet(g, x, key, n_terms=6, n_probes=2, gradient="neumann")
+  _, backprop_value = logdet.power_series_logdet(key, g, x, n_terms=6, n_probes=2)
+  _, neumann_value = logdet.power_series_logdet(key, g, x, n_terms=6, n_probes=2, gradient="neumann")
   np.testing.assert_allclose(neumann_value, backprop_value, rtol=1e-5)
   # For input gradients the two are different unbiased estimators of the same expectation.
   exact = jax.grad(lambda x: jnp.sum(logdet.exact_logdet(g, x)[1]))(x)
   neumann = jax.jit(jax.grad(lambda x: jnp.sum(logdet.power_series_logdet(
-      g, x, key, n_terms=60, n_probes=20_000, gradient="neumann")[1])))(x)
+      key, g, x, n_terms=60, n_probes=20_000, gradient="neumann")[1])))(x)
   np.testing.assert_allclose(neumann, exact, atol=0.05)
 
 
@@ -99,7 +99,7 @@ def _temp_bytes(n_terms, gradient):
   g_of = lambda w: (lambda z: jnp.tanh(jnp.tanh(z @ w) @ w.T))
   w = 0.3 * jax.random.normal(jax.random.key(0), (256, 256))
   x = jax.random.normal(jax.random.key(1), (64, 256))
-  loss = lambda w: jnp.sum(logdet.power_series_logdet(g_of(w), x, jax.random.key(2), n_terms=n_terms,
+  loss = lambda w: jnp.sum(logdet.power_series_logdet(jax.random.key(2), g_of(w), x, n_terms=n_terms,
                                                       gradient=gradient)[1])
   compiled = jax.jit(jax.grad(loss)).lower(w).compile()
   return compiled.memory_analysis().temp_size_in_bytes
@@ -125,12 +125,12 @@ def test_neumann_gradient_memory_is_flat_in_the_number_of_terms():
 )
 def test_roulette_bad_input_is_named(kwargs, match):
   with pytest.raises(ValueError, match=match):
-    logdet.roulette_logdet(lambda z: 0.5 * z, jnp.ones((2, 3)), jax.random.key(0), **kwargs)
+    logdet.roulette_logdet(jax.random.key(0), lambda z: 0.5 * z, jnp.ones((2, 3)), **kwargs)
 
 
 def test_series_rejects_unknown_gradient_mode():
   with pytest.raises(ValueError, match="gradient"):
-    logdet.power_series_logdet(lambda z: 0.5 * z, jnp.ones((2, 3)), jax.random.key(0), n_terms=2,
+    logdet.power_series_logdet(jax.random.key(0), lambda z: 0.5 * z, jnp.ones((2, 3)), n_terms=2,
                                gradient="adjoint")
 
 

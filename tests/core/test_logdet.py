@@ -28,12 +28,12 @@ def test_estimate_matches_exact_series_and_exact_logdet(kind, probe):
   lipschitz, n_terms, n_probes = 0.7, 8, 20_000
   g, x = _problem(kind, lipschitz)
   gx, estimate = jax.jit(lambda x: logdet.power_series_logdet(
-      g, x, jax.random.key(2), n_terms=n_terms, n_probes=n_probes, probe=probe))(x)
+      jax.random.key(2), g, x, n_terms=n_terms, n_probes=n_probes, probe=probe))(x)
   np.testing.assert_allclose(gx, g(x), rtol=1e-6)
   series = logdet.exact_series(g, x, n_terms)
   _, exact = logdet.exact_logdet(g, x)
   # Statistical tolerance: 5 standard errors of the Hutchinson mean, from the per-probe spread.
-  _, single = jax.vmap(lambda k: logdet.power_series_logdet(g, x, k, n_terms=n_terms))(
+  _, single = jax.vmap(lambda k: logdet.power_series_logdet(k, g, x, n_terms=n_terms))(
       jax.random.split(jax.random.key(3), 2000))
   stderr = np.asarray(jnp.std(single, axis=0)) / math.sqrt(n_probes)
   np.testing.assert_array_less(np.abs(np.asarray(estimate - series)), 5 * stderr + 1e-5)
@@ -92,15 +92,15 @@ def test_lemma_7_sums_over_blocks():
 def test_per_example_results_independent_of_batch_composition():
   g, x = _problem("conv", 0.9)
   key = jax.random.key(8)
-  _, whole = logdet.power_series_logdet(g, x, key, n_terms=4, n_probes=3)
-  _, reordered = logdet.power_series_logdet(g, x[::-1], key, n_terms=4, n_probes=3)
+  _, whole = logdet.power_series_logdet(key, g, x, n_terms=4, n_probes=3)
+  _, reordered = logdet.power_series_logdet(key, g, x[::-1], n_terms=4, n_probes=3)
   _, exact_whole = logdet.exact_logdet(g, x)
   _, exact_first = logdet.exact_logdet(g, x[:1])
   np.testing.assert_allclose(exact_first[0], exact_whole[0], rtol=1e-6)
   # With a different batch the probes differ, but each estimate stays an estimate of its own example:
   # averaged over many keys both orders converge to the same per-example series.
   keys = jax.random.split(key, 4000)
-  mean = lambda xs: jnp.mean(jax.vmap(lambda k: logdet.power_series_logdet(g, xs, k, n_terms=4)[1])(keys), 0)
+  mean = lambda xs: jnp.mean(jax.vmap(lambda k: logdet.power_series_logdet(k, g, xs, n_terms=4)[1])(keys), 0)
   np.testing.assert_allclose(mean(x), mean(x[::-1])[::-1], atol=0.1)
   np.testing.assert_allclose(mean(x), logdet.exact_series(g, x, 4), atol=0.1)
   assert whole.shape == reordered.shape == (3,)
@@ -115,7 +115,7 @@ def test_gradients_through_the_estimator():
 
   def series_loss(a):
     g = lambda z: jnp.tanh(z @ a)
-    return jnp.sum(logdet.power_series_logdet(g, x, jax.random.key(0), n_terms=30, n_probes=4000)[1])
+    return jnp.sum(logdet.power_series_logdet(jax.random.key(0), g, x, n_terms=30, n_probes=4000)[1])
 
   def exact_loss(a):
     g = lambda z: jnp.tanh(z @ a)
@@ -129,11 +129,11 @@ def test_gradients_through_the_estimator():
 
 def test_terms_run_under_a_loop_primitive():
   g, x = _problem("dense", 0.5)
-  jaxpr = jax.make_jaxpr(lambda x: logdet.power_series_logdet(g, x, jax.random.key(0), n_terms=50))(x)
+  jaxpr = jax.make_jaxpr(lambda x: logdet.power_series_logdet(jax.random.key(0), g, x, n_terms=50))(x)
   text = str(jaxpr)
   assert "while" in text or "scan" in text
   # 50 terms but one traced copy of the backward pass: the program does not grow with n_terms.
-  jaxpr_5 = jax.make_jaxpr(lambda x: logdet.power_series_logdet(g, x, jax.random.key(0), n_terms=5))(x)
+  jaxpr_5 = jax.make_jaxpr(lambda x: logdet.power_series_logdet(jax.random.key(0), g, x, n_terms=5))(x)
   assert len(text) < 1.2 * len(str(jaxpr_5))
 
 
@@ -150,7 +150,7 @@ def test_terms_run_under_a_loop_primitive():
 def test_bad_input_is_named(kwargs, error, match):
   kwargs.setdefault("x", jnp.ones((2, 4)))
   with pytest.raises(error, match=match):
-    logdet.power_series_logdet(lambda z: 0.5 * z, key=jax.random.key(0), **kwargs)
+    logdet.power_series_logdet(jax.random.key(0), lambda z: 0.5 * z, **kwargs)
 
 
 def test_bound_functions_reject_bad_lipschitz():

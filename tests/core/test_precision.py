@@ -9,11 +9,13 @@ import re
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
+from iresflow import certificate
 from iresflow.core import fixed_point, logdet, precision
 from iresflow.models import IResNetFlow
-from iresflow.nn import InverseOptions
+from iresflow.nn import INVERSE_INFO, FixedPointSolver, LipschitzConstraint, PowerSeries, ResidualSpec
 from tests import helpers
 
 
@@ -61,26 +63,46 @@ def test_flow_sampling_is_highest_and_training_forward_keeps_the_default():
   """Image flow: the sampler's convolutions run at HIGHEST (with ``precision=None``, those of ``g`` in
   the loop run at the default); the training forward pass stays at JAX's default except the
   spectral-norm estimates (power iteration, and ``sigma = ||W u||`` in evaluation), at HIGHEST."""
-  model = IResNetFlow(data_shape=(4, 4, 1), stages=(2,), hidden=4, norm_estimator="power",
-                      n_power_iterations=1, n_init_power_iterations=2)
+  model = IResNetFlow(data_shape=(4, 4, 1), stages=(2,), residual=ResidualSpec(
+      hidden=4, constraint=LipschitzConstraint(norm_estimator="power", n_power_iterations=1,
+                                               n_init_power_iterations=2)))
   x = jax.random.normal(jax.random.key(0), (2, 4, 4, 1))
-  variables = model.init(jax.random.key(1), x)
-  sample = lambda key: model.apply(variables, 2, InverseOptions(), method=model.sample, rngs={"sample": key})
+  variables = model.init(jax.random.key(1), x, estimator=PowerSeries())
+  sample = lambda key: model.apply(variables, 2, solver=FixedPointSolver(), method=model.sample,
+                                   rngs={"sample": key}, mutable=[INVERSE_INFO])
   sampled = _precisions(jax.jit(sample).lower(jax.random.key(2)).as_text())
   assert sampled and set(sampled) == {"HIGHEST"}
-  fast = lambda key: model.apply(variables, 2, InverseOptions(precision=None), method=model.sample,
+  fast = lambda key: model.apply(variables, 2, solver=FixedPointSolver(precision=None), method=model.sample,
                                  rngs={"sample": key})
   assert "DEFAULT" in _precisions(jax.jit(fast).lower(jax.random.key(2)).as_text())  # g in the loop
 
-  train_forward = lambda v, key: model.apply(v, x, rngs={"logdet": key}, mutable=["spectral"])
+  train_forward = lambda v, key: model.apply(v, x, estimator=PowerSeries(), rngs={"logdet": key},
+                                             mutable=["spectral"])
   found = _precisions(jax.jit(train_forward).lower(variables, jax.random.key(3)).as_text())
   assert "DEFAULT" in found and "HIGHEST" in found  # g at the default; the norm estimates at HIGHEST
+
+
+def test_certificate_reads_the_kernels_in_use_at_highest_precision():
+  """The certificate's layers come from the blocks' own code, with every norm estimate at HIGHEST
+  (with JAX's default TF32/bfloat16 matmuls, the certified kernel could differ from the one in use)."""
+  model = IResNetFlow(data_shape=(4, 4, 1), stages=(1,), fc_blocks=1,
+                      residual=ResidualSpec(hidden=4), fc_residual=ResidualSpec(hidden=8))
+  variables = model.init(jax.random.key(1), jax.random.normal(jax.random.key(0), (2, 4, 4, 1)),
+                         estimator=PowerSeries())
+  for view in model.blocks(variables):
+    read = lambda v, view=view: certificate.normalized_layers(view._replace(variables=v))
+    found = _precisions(jax.jit(read).lower(view.variables).as_text())
+    assert found and set(found) == {"HIGHEST"}
+    # ... and they are exactly the kernels the block's forward pass multiplies with.
+    used = view.block.apply(view.variables, view.input_shape, method=view.block.normalized_layers)
+    for a, b in zip(jax.tree.leaves(read(view.variables)), jax.tree.leaves(used)):
+      np.testing.assert_array_equal(a, b)
 
 
 @pytest.mark.parametrize("bad", ["fp32", "HIGHEST", 32])
 def test_unknown_precision_is_rejected_by_name(bad):
   with pytest.raises(ValueError, match="precision: expected None"):
-    InverseOptions(precision=bad)
+    FixedPointSolver(precision=bad)
   with pytest.raises(ValueError, match="precision: expected None"):
     fixed_point.fixed_point_inverse(lambda x: 0.5 * x, jnp.ones((1, 2)), precision=bad)
   with pytest.raises(ValueError, match="precision: expected None"):

@@ -95,7 +95,7 @@ def test_tfds_split_is_read_in_chunks_of_records(monkeypatch):
 
 def test_dequantize_fills_the_bins():
   k = jnp.asarray([[0, 16], [8, 3]])
-  x = dequantize(k, jax.random.key(0), 17)
+  x = dequantize(jax.random.key(0), k, 17)
   assert x.dtype == jnp.float32
   assert bool(jnp.all((x >= k / 17) & (x < (k + 1) / 17)))
 

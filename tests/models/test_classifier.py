@@ -8,8 +8,11 @@ import pytest
 
 import iresflow
 from iresflow.models import IResNetClassifier
+from iresflow.nn import LipschitzConstraint, ResidualSpec
 
-SMALL = dict(num_classes=4, stages=(2, 2), hidden=(8, 8), injective_padding=3)
+SMALL = dict(data_shape=(8, 8, 1), num_classes=4, stages=(2, 2), stage_hidden=(8, 8), injective_padding=3,
+             residual=ResidualSpec(activation="elu"))
+TWIN = ResidualSpec(activation="elu", constraint=LipschitzConstraint(coeff=None))
 
 
 def test_logits_shape_jit_and_grad():
@@ -39,22 +42,34 @@ def test_per_example_logits_do_not_depend_on_the_batch():
 def test_unconstrained_twin_has_the_same_parameters_and_no_spectral_state():
   x = jnp.ones((2, 8, 8, 1))
   constrained = IResNetClassifier(**SMALL).init(jax.random.key(0), x)
-  twin = IResNetClassifier(**SMALL, coeff=None).init(jax.random.key(0), x)
+  twin = IResNetClassifier(**{**SMALL, "residual": TWIN}).init(jax.random.key(0), x)
   assert "spectral" not in twin
   assert jax.tree.map(jnp.shape, twin["params"]) == jax.tree.map(jnp.shape, constrained["params"])
   with pytest.raises(ValueError, match="no Lipschitz constraint"):
-    iresflow.certify(IResNetClassifier(**SMALL, coeff=None), twin)
+    iresflow.certify(IResNetClassifier(**{**SMALL, "residual": TWIN}), twin)
+
+
+def test_injective_padding_appends_zero_channels_inside_the_model():
+  """The padded classifier computes exactly the unpadded architecture on zero-padded input channels."""
+  x = jax.random.normal(jax.random.key(0), (3, 8, 8, 1))
+  padded = IResNetClassifier(**SMALL)
+  variables = padded.init(jax.random.key(1), x)
+  first_kernel = variables["params"]["stage_steps_0"]["block"]["g"]["layer0"]["kernel"]
+  assert first_kernel.shape[-2] == 1 + SMALL["injective_padding"]  # the blocks see C + padding channels
+  plain = IResNetClassifier(**{**SMALL, "data_shape": (8, 8, 4), "injective_padding": 0})
+  x_padded = jnp.concatenate([x, jnp.zeros((3, 8, 8, 3))], axis=-1)
+  np.testing.assert_allclose(padded.apply(variables, x), plain.apply(variables, x_padded), rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize("kwargs,x_shape,match", [
-    (dict(coeff=1.0), (2, 8, 8, 1), "coeff"),
-    (dict(coeff=-0.2), (2, 8, 8, 1), "coeff"),
-    (dict(), (2, 8, 8), "x: expected images"),
-    (dict(), (2, 7, 7, 1), "divisible"),
-    (dict(hidden=(8,)), (2, 8, 8, 1), "hidden"),
-    (dict(activation="gelu"), (2, 8, 8, 1), "activation"),
-    (dict(num_classes=0), (2, 8, 8, 1), "num_classes"),
+    (lambda: dict(residual=ResidualSpec(constraint=LipschitzConstraint(coeff=1.0))), (2, 8, 8, 1), "coeff"),
+    (lambda: dict(residual=ResidualSpec(constraint=LipschitzConstraint(coeff=-0.2))), (2, 8, 8, 1), "coeff"),
+    (lambda: dict(), (2, 8, 8), "x: expected images"),
+    (lambda: dict(data_shape=(7, 7, 1)), (2, 7, 7, 1), "divisible"),
+    (lambda: dict(stage_hidden=(8,)), (2, 8, 8, 1), "stage_hidden"),
+    (lambda: dict(residual=ResidualSpec(activation="gelu")), (2, 8, 8, 1), "activation"),
+    (lambda: dict(num_classes=0), (2, 8, 8, 1), "num_classes"),
 ])
-def test_bad_configuration_fails_at_init(kwargs, x_shape, match):
+def test_bad_configuration_fails_before_any_work(kwargs, x_shape, match):
   with pytest.raises(ValueError, match=match):
-    IResNetClassifier(**{**SMALL, **kwargs}).init(jax.random.key(0), jnp.ones(x_shape))
+    IResNetClassifier(**{**SMALL, **kwargs()}).init(jax.random.key(0), jnp.ones(x_shape))

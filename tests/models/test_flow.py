@@ -11,19 +11,27 @@ import pytest
 import iresflow
 from iresflow.core import logdet as logdet_lib
 from iresflow.models import IResNetFlow
-from iresflow.nn import InverseOptions, LogDetOptions
+from iresflow.nn import (INVERSE_INFO, ExactLogDet, FixedPointSolver, LipschitzConstraint, PowerSeries, ResidualSpec,
+                         inverse_info)
 from tests import helpers
 
-IMAGE = dict(data_shape=(8, 8, 1), stages=(2, 2), hidden=8, factor_out=True, fc_blocks=1, fc_hidden=16,
-             prior="learned")
-VECTOR = dict(data_shape=(2,), stages=(), fc_blocks=4, fc_hidden=32, activation="lipswish")
-TIGHT = InverseOptions(atol=1e-7, rtol=1e-7, max_iters=500)
+IMAGE = dict(data_shape=(8, 8, 1), stages=(2, 2), residual=ResidualSpec(hidden=8), factor_out=True, fc_blocks=1,
+             fc_residual=ResidualSpec(hidden=16), prior="learned")
+VECTOR = dict(data_shape=(2,), stages=(), fc_blocks=4, fc_residual=ResidualSpec(hidden=32, activation="lipswish"))
+TIGHT = FixedPointSolver(atol=1e-7, rtol=1e-7, max_iters=500)
+EXACT = ExactLogDet()
 
 
 def _init(config, batch=6, seed=0):
   model = IResNetFlow(**config)
   x = jax.random.normal(jax.random.key(seed), (batch,) + config["data_shape"])
-  return model, model.init(jax.random.key(seed + 1), x), x
+  return model, model.init(jax.random.key(seed + 1), x, estimator=PowerSeries()), x
+
+
+def _inverse(model, variables, z, solver=TIGHT):
+  """``(x, merged solver report)`` of the flow's inverse."""
+  x, state = model.apply(variables, z, solver=solver, method=model.inverse, mutable=[INVERSE_INFO])
+  return x, inverse_info(state)
 
 
 def _train(model, variables, x, steps=50, learning_rate=3e-2):
@@ -35,7 +43,7 @@ def _train(model, variables, x, steps=50, learning_rate=3e-2):
   def step(params, spectral, opt_state, key):
     def loss_fn(params):
       log_prob, state = model.apply({"params": params, "spectral": spectral}, x,
-                                    LogDetOptions("series", n_terms=5), rngs={"logdet": key},
+                                    estimator=PowerSeries(n_terms=5), rngs={"logdet": key},
                                     mutable=["spectral"])
       return -jnp.mean(log_prob), state["spectral"]
     (loss, spectral), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
@@ -52,7 +60,7 @@ def _train(model, variables, x, steps=50, learning_rate=3e-2):
 
 def _brute_force_log_prob(model, variables, x):
   dim = math.prod(x.shape[1:])
-  forward = lambda v: model.apply(variables, v[None], LogDetOptions(None), method=model.forward_and_log_det)[0][0]
+  forward = lambda v: model.apply(variables, v[None], method=model.forward)[0]
   jacobians = jax.jit(jax.vmap(jax.jacfwd(forward)))(x).reshape(x.shape[0], dim, dim)
   sign, logdet = jnp.linalg.slogdet(jacobians)
   assert bool(jnp.all(sign > 0))  # Lemma 6, for the whole composition
@@ -63,14 +71,14 @@ def _brute_force_log_prob(model, variables, x):
 @pytest.mark.parametrize("config", [IMAGE, VECTOR], ids=["image", "vector"])
 def test_exact_log_prob_equals_brute_force_jacobian(config):
   model, variables, x = _init(config)
-  exact = jax.jit(lambda x: model.apply(variables, x, LogDetOptions("exact")))(x)
+  exact = jax.jit(lambda x: model.apply(variables, x, estimator=EXACT))(x)
   np.testing.assert_allclose(exact, _brute_force_log_prob(model, variables, x), atol=2e-4, rtol=1e-5)
 
 
 def test_series_log_prob_within_theorem_3_bound():
   model, variables, x = _init(IMAGE)
-  exact = model.apply(variables, x, LogDetOptions("exact"))
-  series = jax.jit(lambda key: model.apply(variables, x, LogDetOptions("series", n_terms=10, n_probes=100),
+  exact = model.apply(variables, x, estimator=EXACT)
+  series = jax.jit(lambda key: model.apply(variables, x, estimator=PowerSeries(n_terms=10, n_probes=100),
                                            rngs={"logdet": key}))
   estimates = jnp.stack([series(jax.random.key(s)) for s in range(8)])
   stderr = jnp.std(estimates, axis=0) / math.sqrt(8)
@@ -83,15 +91,15 @@ def test_series_log_prob_within_theorem_3_bound():
 @pytest.mark.parametrize("config", [IMAGE, VECTOR], ids=["image", "vector"])
 def test_round_trip_at_init_and_after_training_with_large_learning_rate(config):
   model, variables, x = _init(config, batch=16)
-  z, _ = model.apply(variables, x, LogDetOptions(None), method=model.forward_and_log_det)
-  x_back, info = model.apply(variables, z, TIGHT, method=model.inverse)
+  z = model.apply(variables, x, method=model.forward)
+  x_back, info = _inverse(model, variables, z)
   assert bool(jnp.all(info.converged))
   np.testing.assert_allclose(x_back, x, atol=1e-5)
 
   trained, losses = _train(model, variables, x)
   assert np.all(np.isfinite(losses)) and losses[-1] < losses[0]
-  z, _ = model.apply(trained, x, LogDetOptions(None), method=model.forward_and_log_det)
-  x_back, info = model.apply(trained, z, TIGHT, method=model.inverse)
+  z = model.apply(trained, x, method=model.forward)
+  x_back, info = _inverse(model, trained, z)
   assert bool(jnp.all(info.converged)), info
   np.testing.assert_allclose(x_back, x, atol=1e-5)
 
@@ -107,7 +115,7 @@ def test_power_iteration_tracks_the_exact_norm_during_training():
   # update on the final parameters -- what the next step and the trainer's evaluation refresh do.
   model, variables, x = _init(IMAGE, batch=16)
   trained, _ = _train(model, variables, x, steps=100, learning_rate=1e-3)
-  _, refreshed = model.apply(trained, x, LogDetOptions(None), mutable=["spectral"])
+  _, refreshed = model.apply(trained, x, method=model.forward, mutable=["spectral"])
   trained = {"params": trained["params"], **refreshed}
   params, state = trained["params"], trained["spectral"]
   checked = 0
@@ -139,15 +147,15 @@ def test_power_iteration_tracks_the_exact_norm_during_training():
 
 def test_spectral_state_changes_only_under_mutable():
   model, variables, x = _init(VECTOR)
-  lp_1 = model.apply(variables, x, LogDetOptions("exact"))
-  lp_2 = model.apply(variables, x, LogDetOptions("exact"))
+  lp_1 = model.apply(variables, x, estimator=EXACT)
+  lp_2 = model.apply(variables, x, estimator=EXACT)
   np.testing.assert_array_equal(lp_1, lp_2)
-  _, state = model.apply(variables, x, LogDetOptions("exact"), mutable=["spectral"])
+  _, state = model.apply(variables, x, estimator=EXACT, mutable=["spectral"])
   changed = jax.tree.map(lambda a, b: not np.array_equal(a, b), variables["spectral"], state["spectral"])
   assert any(jax.tree.leaves(changed))
   # Under mutable=['spectral'] the state follows the weights: perturb them and every u moves.
   params = jax.tree.map(lambda p: p + 0.3 * jax.random.normal(jax.random.key(5), p.shape), variables["params"])
-  _, moved = model.apply({"params": params, "spectral": variables["spectral"]}, x, LogDetOptions("exact"),
+  _, moved = model.apply({"params": params, "spectral": variables["spectral"]}, x, estimator=EXACT,
                          mutable=["spectral"])
   changed = jax.tree.map(lambda a, b: not np.allclose(a, b), variables["spectral"], moved["spectral"])
   assert all(jax.tree.leaves(changed))
@@ -156,24 +164,25 @@ def test_spectral_state_changes_only_under_mutable():
 @pytest.mark.parametrize("config", [IMAGE, VECTOR], ids=["image", "vector"])
 def test_sample_has_data_shape_and_is_finite_under_jit(config):
   model, variables, _ = _init(config)
-  sample = jax.jit(lambda v, key: model.apply(v, 5, TIGHT, method=model.sample, rngs={"sample": key}),
-                   static_argnums=())
-  x, info = sample(variables, jax.random.key(3))
+  sample = jax.jit(lambda v, key: model.apply(v, 5, solver=TIGHT, method=model.sample, rngs={"sample": key},
+                                              mutable=[INVERSE_INFO]))
+  x, state = sample(variables, jax.random.key(3))
+  info = inverse_info(state)
   assert x.shape == (5,) + config["data_shape"]
   assert bool(jnp.all(jnp.isfinite(x))) and bool(jnp.all(info.converged))
   # Samples map back to the latents they came from.
   z = model.apply(variables, 5, method=model.sample_prior, rngs={"sample": jax.random.key(3)})
-  z_back, _ = model.apply(variables, x, LogDetOptions(None), method=model.forward_and_log_det)
+  z_back = model.apply(variables, x, method=model.forward)
   np.testing.assert_allclose(z_back, z, atol=1e-4)
 
 
 def test_gradients_of_log_prob_are_finite_and_match_exact_in_expectation():
   model, variables, x = _init(VECTOR)
-  loss = lambda p, opts, key: -jnp.mean(model.apply({"params": p, "spectral": variables["spectral"]}, x, opts,
-                                                    rngs={"logdet": key}))
-  exact = jax.grad(loss)(variables["params"], LogDetOptions("exact"), jax.random.key(0))
+  loss = lambda p, estimator, key: -jnp.mean(model.apply({"params": p, "spectral": variables["spectral"]}, x,
+                                                         estimator=estimator, rngs={"logdet": key}))
+  exact = jax.grad(loss)(variables["params"], EXACT, jax.random.key(0))
   series = jax.jit(jax.grad(loss), static_argnums=1)(
-      variables["params"], LogDetOptions("series", n_terms=20, n_probes=2000), jax.random.key(1))
+      variables["params"], PowerSeries(n_terms=20, n_probes=2000), jax.random.key(1))
   for a, b in zip(jax.tree.leaves(exact), jax.tree.leaves(series)):
     assert bool(jnp.all(jnp.isfinite(b)))
     np.testing.assert_allclose(b, a, atol=0.05, rtol=0.1)
@@ -182,56 +191,59 @@ def test_gradients_of_log_prob_are_finite_and_match_exact_in_expectation():
 def test_factor_out_and_no_factor_out_both_round_trip():
   for factor_out in (False, True):
     model, variables, x = _init(dict(IMAGE, factor_out=factor_out, fc_blocks=0, prior="normal"))
-    z, _ = model.apply(variables, x, LogDetOptions(None), method=model.forward_and_log_det)
+    z = model.apply(variables, x, method=model.forward)
     assert z.shape == (x.shape[0], 64)
-    x_back, _ = model.apply(variables, z, TIGHT, method=model.inverse)
+    x_back, _ = _inverse(model, variables, z)
     np.testing.assert_allclose(x_back, x, atol=1e-5)
 
 
 @pytest.mark.parametrize("config,x_shape,match", [
-    (dict(IMAGE, coeff=1.0), (2, 8, 8, 1), "coeff"),
-    (dict(IMAGE, coeff=0.0), (2, 8, 8, 1), "coeff"),
-    (dict(IMAGE, data_shape=(6, 6, 1)), (2, 6, 6, 1), "divisible"),
-    (IMAGE, (2, 8, 8), "x: expected shape"),
-    (IMAGE, (2, 8, 8, 3), "x: expected shape"),
-    (dict(VECTOR, stages=(2,)), (2, 2), "stages"),
-    (dict(VECTOR, fc_blocks=0), (2, 2), "no blocks"),
-    (dict(IMAGE, prior="laplace"), (2, 8, 8, 1), "prior"),
-    (dict(IMAGE, activation="swish"), (2, 8, 8, 1), "activation"),
-    (dict(IMAGE, hidden=(4, 4, 4)), (2, 8, 8, 1), "hidden"),
+    (lambda: dict(IMAGE, residual=ResidualSpec(constraint=LipschitzConstraint(coeff=1.0))), (2, 8, 8, 1), "coeff"),
+    (lambda: dict(IMAGE, residual=ResidualSpec(constraint=LipschitzConstraint(coeff=0.0))), (2, 8, 8, 1), "coeff"),
+    (lambda: dict(IMAGE, residual=ResidualSpec(constraint=LipschitzConstraint(coeff=None))), (2, 8, 8, 1), "coeff"),
+    (lambda: dict(IMAGE, data_shape=(6, 6, 1)), (2, 6, 6, 1), "divisible"),
+    (lambda: IMAGE, (2, 8, 8), "x: expected shape"),
+    (lambda: IMAGE, (2, 8, 8, 3), "x: expected shape"),
+    (lambda: dict(VECTOR, stages=(2,)), (2, 2), "stages"),
+    (lambda: dict(VECTOR, fc_blocks=0), (2, 2), "no blocks"),
+    (lambda: dict(IMAGE, prior="laplace"), (2, 8, 8, 1), "prior"),
+    (lambda: dict(IMAGE, residual=ResidualSpec(activation="swish")), (2, 8, 8, 1), "activation"),
+    (lambda: dict(IMAGE, stage_hidden=(4, 4, 4)), (2, 8, 8, 1), "stage_hidden"),
 ])
-def test_bad_configuration_fails_at_init(config, x_shape, match):
-  model = IResNetFlow(**config)
+def test_bad_configuration_fails_before_any_work(config, x_shape, match):
   with pytest.raises(ValueError, match=match):
-    model.init(jax.random.key(0), jnp.ones(x_shape))
+    IResNetFlow(**config()).init(jax.random.key(0), jnp.ones(x_shape), estimator=EXACT)
 
 
-def test_integer_input_is_rejected():
+def test_integer_input_and_missing_estimator_are_rejected():
   model = IResNetFlow(**VECTOR)
   with pytest.raises(TypeError, match="x"):
-    model.init(jax.random.key(0), jnp.ones((2, 2), jnp.int32))
+    model.init(jax.random.key(0), jnp.ones((2, 2), jnp.int32), estimator=EXACT)
+  with pytest.raises(TypeError, match="estimator"):
+    model.init(jax.random.key(0), jnp.ones((2, 2)))
 
 
 def test_unrolled_blocks_and_series_compute_the_same_flow():
-  """``unroll_blocks`` / ``LogDetOptions(unroll=True)`` change how XLA sees the loops, not the maths:
+  """``unroll_blocks`` / ``PowerSeries(unroll=True)`` change how XLA sees the loops, not the maths:
   same parameters, same log-likelihood, gradients and inverse as the scanned model."""
-  config = dict(data_shape=(4, 4, 1), stages=(3,), hidden=4, prior="learned")
+  config = dict(data_shape=(4, 4, 1), stages=(3,), residual=ResidualSpec(hidden=4), prior="learned")
   scanned, variables, x = _init(config, batch=3)
   unrolled = IResNetFlow(**config, unroll_blocks=True)
-  assert jax.tree.structure(unrolled.init(jax.random.key(1), x)) == jax.tree.structure(variables)
+  assert (jax.tree.structure(unrolled.init(jax.random.key(1), x, estimator=PowerSeries()))
+          == jax.tree.structure(variables))
   key = jax.random.key(5)
 
   def loss(model, params, unroll):
-    options = LogDetOptions("series", n_terms=4, unroll=unroll)
-    return -jnp.mean(model.apply({**variables, "params": params}, x, options, rngs={"logdet": key}))
+    estimator = PowerSeries(n_terms=4, unroll=unroll)
+    return -jnp.mean(model.apply({**variables, "params": params}, x, estimator=estimator, rngs={"logdet": key}))
 
   value, grads = jax.value_and_grad(lambda p: loss(scanned, p, False))(variables["params"])
   value_unrolled, grads_unrolled = jax.value_and_grad(lambda p: loss(unrolled, p, True))(variables["params"])
   np.testing.assert_allclose(value_unrolled, value, rtol=1e-5)
   for a, b in zip(jax.tree.leaves(grads_unrolled), jax.tree.leaves(grads)):
     np.testing.assert_allclose(a, b, rtol=2e-4, atol=1e-5)
-  z, _ = scanned.apply(variables, x, LogDetOptions(None), method=scanned.forward_and_log_det)
-  x_back, info = unrolled.apply(variables, z, TIGHT, method=unrolled.inverse)
+  z = scanned.apply(variables, x, method=scanned.forward)
+  x_back, info = _inverse(unrolled, variables, z)
   assert bool(jnp.all(info.converged))
   np.testing.assert_allclose(x_back, x, atol=1e-5)
 
@@ -239,10 +251,11 @@ def test_unrolled_blocks_and_series_compute_the_same_flow():
 def test_bfloat16_inputs_run_forward_log_det_and_inverse():
   """bfloat16 data: activations and latents in bfloat16, parameters float32, log-dets float32."""
   dtype = jnp.bfloat16
-  model, variables, x = _init(dict(data_shape=(4, 4, 1), stages=(2,), hidden=4, fc_blocks=1, fc_hidden=8), batch=4)
+  model, variables, x = _init(dict(data_shape=(4, 4, 1), stages=(2,), residual=ResidualSpec(hidden=4), fc_blocks=1,
+                                   fc_residual=ResidualSpec(hidden=8)), batch=4)
   x_half = x.astype(dtype)
   assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(variables))
-  forward = jax.jit(lambda x: model.apply(variables, x, LogDetOptions("exact"), method=model.forward_and_log_det))
+  forward = jax.jit(lambda x: model.apply(variables, x, estimator=EXACT, method=model.forward_and_log_det))
   z, logdet = forward(x)
   z_half, logdet_half = forward(x_half)
   assert z_half.dtype == dtype and logdet_half.dtype == jnp.float32
@@ -250,11 +263,29 @@ def test_bfloat16_inputs_run_forward_log_det_and_inverse():
   resolution = float(jnp.finfo(dtype).eps)
   np.testing.assert_allclose(np.asarray(z_half, np.float32), z, atol=8 * resolution * float(jnp.max(jnp.abs(z))))
   np.testing.assert_allclose(logdet_half, logdet, rtol=0.02, atol=0.2)
-  series = jax.jit(lambda x: model.apply(variables, x, LogDetOptions("series", n_terms=5, gradient="neumann"),
+  series = jax.jit(lambda x: model.apply(variables, x, estimator=PowerSeries(n_terms=5, gradient="neumann"),
                                          rngs={"logdet": jax.random.key(0)}))(x_half)
   assert series.dtype == jnp.float32 and bool(jnp.all(jnp.isfinite(series)))
-  solver = InverseOptions(atol=0.0, rtol=4 * resolution, max_iters=100)
-  x_back, info = jax.jit(lambda z: model.apply(variables, z, solver, method=model.inverse))(z_half)
+  solver = FixedPointSolver(atol=0.0, rtol=4 * resolution, max_iters=100)
+  x_back, info = jax.jit(lambda z: _inverse(model, variables, z, solver))(z_half)
   assert x_back.dtype == dtype and info.residual.dtype == jnp.float32
   assert bool(jnp.all(info.converged)), info
   np.testing.assert_allclose(np.asarray(x_back, np.float32), x, atol=32 * resolution * float(jnp.max(jnp.abs(x))))
+
+
+def test_hybrid_log_prob_and_logits_match_separate_computations():
+  """A hybrid flow's log p is the flow's own (and the brute-force Jacobian's); its logits are the linear
+  head applied to the latent ``z = F(x)``. ``init`` through ``__call__`` creates the head too."""
+  config = dict(VECTOR, num_classes=3)
+  model, variables, x = _init(config)
+  assert set(variables["params"]["classifier_head"]) == {"kernel", "bias"}
+  log_prob, logits = model.apply(variables, x, estimator=EXACT, method=model.log_prob_and_logits)
+  np.testing.assert_allclose(log_prob, model.apply(variables, x, estimator=EXACT), rtol=1e-6)
+  np.testing.assert_allclose(log_prob, _brute_force_log_prob(model, variables, x), atol=2e-4, rtol=1e-5)
+  z = model.apply(variables, x, method=model.forward)
+  head = variables["params"]["classifier_head"]
+  np.testing.assert_allclose(logits, z @ head["kernel"] + head["bias"], rtol=1e-5, atol=1e-6)
+  with pytest.raises(ValueError, match="num_classes"):
+    plain = IResNetFlow(**VECTOR)
+    plain.apply(plain.init(jax.random.key(0), x, estimator=EXACT), x, estimator=EXACT,
+                method=plain.log_prob_and_logits)

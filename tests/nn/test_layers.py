@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from iresflow.core import logdet as logdet_lib
-from iresflow.nn import (ActNorm, ContractiveResidual, IResNetBlock, InverseOptions, LogDetOptions,
-                         SpectralConv, SpectralDense, injective_pad, lipswish, squeeze, unsqueeze)
+from iresflow.nn import (INVERSE_INFO, ActNorm, ContractiveResidual, ExactLogDet, FixedPointSolver, IResNetBlock,
+                         LipschitzConstraint, PowerSeries, ResidualSpec, Roulette, SpectralConv, SpectralDense, Squeeze,
+                         injective_pad, inverse_info, lipswish, squeeze, unsqueeze)
 from tests import helpers
 
 
@@ -20,9 +21,11 @@ def _exact_layer_norm(kernel, input_shape):
 
 
 @pytest.mark.parametrize("layer,x_shape", [
-    (SpectralDense(5, coeff=0.7, n_init_power_iterations=500), (3, 4)),
-    (SpectralConv(3, kernel_size=(3, 3), coeff=0.7, n_init_power_iterations=500), (2, 5, 5, 2)),
-    (SpectralConv(4, kernel_size=(1, 1), coeff=0.7, n_init_power_iterations=500), (2, 5, 5, 2)),
+    (SpectralDense(5, constraint=LipschitzConstraint(0.7, n_init_power_iterations=500)), (3, 4)),
+    (SpectralConv(3, kernel_size=(3, 3), constraint=LipschitzConstraint(0.7, n_init_power_iterations=500)),
+     (2, 5, 5, 2)),
+    (SpectralConv(4, kernel_size=(1, 1), constraint=LipschitzConstraint(0.7, n_init_power_iterations=500)),
+     (2, 5, 5, 2)),
 ])
 def test_spectral_layer_normalises_to_coeff(layer, x_shape):
   x = jax.random.normal(jax.random.key(0), x_shape)
@@ -33,14 +36,15 @@ def test_spectral_layer_normalises_to_coeff(layer, x_shape):
   for _ in range(3):
     _, state = layer.apply({"params": variables["params"], **state}, x, mutable=["spectral"])
   variables = {"params": variables["params"], **state}
-  kernel, _ = layer.apply(variables, x_shape[1:], method=layer.normalized_weights)
-  assert _exact_layer_norm(kernel, x_shape[1:]) == pytest.approx(0.7, rel=1e-3)
+  weights = layer.apply(variables, x_shape[1:], method=layer.normalized_weights)
+  assert _exact_layer_norm(weights.kernel, x_shape[1:]) == pytest.approx(0.7, rel=1e-3)
+  assert float(weights.norm_estimate) <= _exact_layer_norm(weights.kernel, x_shape[1:]) * (1 + 1e-5)
   y = layer.apply(variables, x)
   assert y.shape == x_shape[:-1] + (layer.features,)
 
 
 def test_spectral_state_moves_only_when_mutable():
-  layer = SpectralConv(3, n_init_power_iterations=1)
+  layer = SpectralConv(3, constraint=LipschitzConstraint(n_init_power_iterations=1))
   x = jax.random.normal(jax.random.key(0), (2, 4, 4, 2))
   variables = layer.init(jax.random.key(1), x)
   y_eval = layer.apply(variables, x)  # read-only: no mutation possible, no error either
@@ -51,7 +55,7 @@ def test_spectral_state_moves_only_when_mutable():
 
 
 def test_unconstrained_layer_has_no_spectral_state():
-  layer = SpectralDense(3, coeff=None)
+  layer = SpectralDense(3, constraint=LipschitzConstraint(coeff=None))
   variables = layer.init(jax.random.key(0), jnp.ones((2, 4)))
   assert "spectral" not in variables
   kernel = variables["params"]["kernel"]
@@ -68,7 +72,7 @@ def test_conv_layer_applied_at_another_shape_is_an_error():
 @pytest.mark.parametrize("coeff", [0.0, 1.0, 1.3, -0.5])
 def test_bad_coeff_raises_at_init(coeff):
   with pytest.raises(ValueError, match="coeff"):
-    SpectralDense(3, coeff=coeff).init(jax.random.key(0), jnp.ones((1, 2)))
+    SpectralDense(3, constraint=LipschitzConstraint(coeff=coeff)).init(jax.random.key(0), jnp.ones((1, 2)))
 
 
 def test_lipswish_is_1_lipschitz_for_any_beta():
@@ -88,6 +92,9 @@ def test_actnorm_data_dependent_init_and_inverse():
   np.testing.assert_allclose(norm.apply(variables, y, method=norm.inverse), x, atol=1e-5)
   jac = jax.jacfwd(lambda v: norm.apply(variables, v[None])[0])(x[0]).reshape(48, 48)
   assert float(logdet[0]) == pytest.approx(float(jnp.linalg.slogdet(jac)[1]), abs=1e-4)
+  x_back, inverse_logdet = norm.apply(variables, y, method=norm.inverse_and_log_det)
+  np.testing.assert_allclose(x_back, x, atol=1e-5)
+  np.testing.assert_allclose(inverse_logdet, -logdet, rtol=1e-6)
 
 
 def test_squeeze_is_an_invertible_permutation():
@@ -101,6 +108,16 @@ def test_squeeze_is_an_invertible_permutation():
     squeeze(jnp.ones((1, 5, 4, 1)))
 
 
+def test_squeeze_module_has_the_contract_of_an_invertible_piece():
+  x = jax.random.normal(jax.random.key(0), (2, 4, 4, 3))
+  piece = Squeeze()
+  y, logdet = piece.apply({}, x, method=piece.forward_and_log_det)
+  np.testing.assert_array_equal(y, squeeze(x))
+  x_back, inverse_logdet = piece.apply({}, y, method=piece.inverse_and_log_det)
+  np.testing.assert_array_equal(x_back, x)
+  assert float(jnp.max(jnp.abs(logdet))) == 0.0 and float(jnp.max(jnp.abs(inverse_logdet))) == 0.0
+
+
 def test_injective_pad_appends_zero_channels():
   x = jnp.ones((2, 3, 3, 1))
   y = injective_pad(x, 3)
@@ -108,58 +125,80 @@ def test_injective_pad_appends_zero_channels():
 
 
 def _block_and_variables(x, **kwargs):
-  block = IResNetBlock(**kwargs)
-  variables = block.init(jax.random.key(7), x, method=block.forward_and_log_det)
+  kwargs.setdefault("preactivation", False)
+  block = IResNetBlock(ResidualSpec(**kwargs))
+  variables = block.init(jax.random.key(7), x, estimator=PowerSeries(), method=block.forward_and_log_det)
   return block, variables
 
 
 @pytest.mark.parametrize("shape,kwargs", [
-    ((4, 6), dict(hidden=16, kernel_sizes=(1, 1, 1), activation="elu")),
+    ((4, 6), dict(hidden=16, dense_layers=3, activation="elu")),
     ((3, 4, 4, 2), dict(hidden=8, activation="lipswish", preactivation=True)),
     ((3, 4, 4, 2), dict(hidden=8, activation="softplus")),
 ])
 def test_block_exact_logdet_round_trip_and_series(shape, kwargs):
   x = 2.0 * jax.random.normal(jax.random.key(0), shape)
   block, variables = _block_and_variables(x, **kwargs)
-  y, exact = block.apply(variables, x, LogDetOptions("exact"), method=block.forward_and_log_det)
+  y, exact = block.apply(variables, x, estimator=ExactLogDet(), method=block.forward_and_log_det)
   d = math.prod(shape[1:])
   jac = jax.vmap(jax.jacfwd(lambda v: block.apply(variables, v[None])[0]))(x).reshape(shape[0], d, d)
   np.testing.assert_allclose(exact, jnp.linalg.slogdet(jac)[1], atol=2e-5)
-  x_back, info = block.apply(variables, y, InverseOptions(atol=1e-6, rtol=1e-6), method=block.inverse)
-  assert bool(jnp.all(info.converged))
+  x_back, state = block.apply(variables, y, solver=FixedPointSolver(atol=1e-6, rtol=1e-6), method=block.inverse,
+                              mutable=[INVERSE_INFO])
+  assert bool(jnp.all(inverse_info(state).converged))
   np.testing.assert_allclose(x_back, x, atol=1e-5)
+  # The inverse's log-det is the negative of the forward one at the solution.
+  x_again, inverse_logdet = block.apply(variables, y, estimator=ExactLogDet(), method=block.inverse_and_log_det)
+  np.testing.assert_allclose(x_again, x_back, atol=1e-6)
+  np.testing.assert_allclose(inverse_logdet, -exact, atol=1e-4)
   # Series with many probes: within the Theorem 3 bound + 5 standard errors.
   estimates = jnp.stack([
-      block.apply(variables, x, LogDetOptions("series", n_terms=10, n_probes=500),
+      block.apply(variables, x, estimator=PowerSeries(n_terms=10, n_probes=500),
                   method=block.forward_and_log_det, rngs={"logdet": jax.random.key(s)})[1] for s in range(4)])
   stderr = jnp.std(estimates, axis=0) / 2.0 + 1e-3
-  bound = logdet_lib.series_truncation_bound(0.9 ** len(kwargs.get("kernel_sizes", (3, 1, 3))), d, 10)
+  bound = logdet_lib.series_truncation_bound(0.9 ** block.spec.n_layers(shape[1:]), d, 10)
   np.testing.assert_array_less(jnp.abs(jnp.mean(estimates, 0) - exact), bound + 5 * stderr)
+
+
+def test_block_residual_is_a_pure_function_of_variables_and_x():
+  """``block.apply(variables, x, method=IResNetBlock.residual)`` is ``g``: F(x) - x, jittable, vmappable,
+  and its Jacobian by ``jax.jacfwd`` gives the block's exact log-det."""
+  x = jax.random.normal(jax.random.key(0), (3, 4, 4, 2))
+  block, variables = _block_and_variables(x, hidden=8)
+  g = jax.jit(lambda variables, x: block.apply(variables, x, method=IResNetBlock.residual))
+  np.testing.assert_allclose(g(variables, x), block.apply(variables, x) - x, atol=1e-6)
+  per_example = jax.vmap(lambda v: g(variables, v[None])[0])(x)
+  np.testing.assert_allclose(per_example, g(variables, x), atol=1e-6)
+  _, exact = block.apply(variables, x, estimator=ExactLogDet(), method=block.forward_and_log_det)
+  from iresflow.core import exact_logdet
+  _, from_pure = exact_logdet(lambda v: g(variables, v), x)
+  np.testing.assert_allclose(from_pure, exact, atol=1e-5)
 
 
 def test_residual_function_rejects_bad_configuration():
   with pytest.raises(ValueError, match="activation"):
-    ContractiveResidual(activation="gelu").init(jax.random.key(0), jnp.ones((1, 3)))
+    ResidualSpec(activation="gelu")
   with pytest.raises(ValueError, match="expected \\(batch, H, W, C\\) images or \\(batch, d\\)"):
     ContractiveResidual().init(jax.random.key(0), jnp.ones((1, 3, 3)))
-  with pytest.raises(ValueError, match="logdet"):
-    LogDetOptions(mode="hutchinson")
   with pytest.raises(ValueError, match="n_terms"):
-    LogDetOptions(n_terms=-1)
+    PowerSeries(n_terms=-1)
   with pytest.raises(ValueError, match="max_iters"):
-    InverseOptions(max_iters=-3)
+    FixedPointSolver(max_iters=-3)
+  with pytest.raises(TypeError, match="estimator"):
+    block = IResNetBlock()
+    block.init(jax.random.key(0), jnp.ones((1, 3)), estimator="exact", method=block.forward_and_log_det)
 
 
-@pytest.mark.parametrize("options", [
-    LogDetOptions("series", n_terms=8, n_probes=64, gradient="neumann"),
-    LogDetOptions("roulette", n_probes=64, geometric_p=0.5),
+@pytest.mark.parametrize("estimator", [
+    PowerSeries(n_terms=8, n_probes=64, gradient="neumann"),
+    Roulette(n_probes=64, geometric_p=0.5),
 ])
-def test_block_beyond_paper_estimators_and_gradients(options):
+def test_block_beyond_paper_estimators_and_gradients(estimator):
   x = jax.random.normal(jax.random.key(0), (3, 4, 4, 2))
   block, variables = _block_and_variables(x, hidden=8, activation="lipswish")
-  forward = lambda p, key: block.apply({"params": p, "spectral": variables["spectral"]}, x, options,
+  forward = lambda p, key: block.apply({"params": p, "spectral": variables["spectral"]}, x, estimator=estimator,
                                        method=block.forward_and_log_det, rngs={"logdet": key})
-  _, exact = block.apply(variables, x, LogDetOptions("exact"), method=block.forward_and_log_det)
+  _, exact = block.apply(variables, x, estimator=ExactLogDet(), method=block.forward_and_log_det)
   values = jnp.stack([jax.jit(forward)(variables["params"], jax.random.key(s))[1] for s in range(8)])
   np.testing.assert_allclose(values.mean(0), exact, atol=5 * float(values.std(0).max()) / math.sqrt(8) + 2e-3)
   grads = jax.jit(jax.grad(lambda p, key: jnp.sum(forward(p, key)[1])))(variables["params"], jax.random.key(0))
@@ -168,9 +207,9 @@ def test_block_beyond_paper_estimators_and_gradients(options):
 
 def test_block_inverse_is_differentiable():
   x = jax.random.normal(jax.random.key(0), (2, 6))
-  block, variables = _block_and_variables(x, hidden=16, kernel_sizes=(1, 1))
+  block, variables = _block_and_variables(x, hidden=16, dense_layers=2)
   y = block.apply(variables, x)
   loss = lambda p: jnp.sum(block.apply({"params": p, "spectral": variables["spectral"]}, y,
-                                       method=block.inverse)[0] ** 2)
+                                       method=block.inverse) ** 2)
   grads = jax.grad(loss)(variables["params"])
   assert any(float(jnp.max(jnp.abs(g))) > 0 for g in jax.tree.leaves(grads))

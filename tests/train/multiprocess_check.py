@@ -1,53 +1,66 @@
-"""Run as one of N processes (jax.distributed on CPU, loopback): a few data-parallel train steps.
+"""Run as one of N processes (jax.distributed on CPU, loopback): ``train_and_evaluate`` on a tiny config.
 
-    python multiprocess_check.py PROCESS_ID NUM_PROCESSES PORT OUTPUT.npz
+    python multiprocess_check.py PROCESS_ID NUM_PROCESSES PORT WORKDIR OUTPUT.json
 
-Each process feeds its slice of every global batch (``BatchSampler.local_indices``), assembled with
-``jax.make_array_from_process_local_data``; process 0 writes the final parameters. With
-NUM_PROCESSES=1 the same script is the single-process reference.
+Every process runs the whole job on the shared WORKDIR; each feeds its slice of every global batch
+and of every evaluation batch. Processes other than 0 run with ``open`` guarded: writing any file in
+WORKDIR outside ``checkpoints/`` (which Orbax coordinates across processes) raises. Each process
+writes the results it returned to OUTPUT.json (outside WORKDIR). With NUM_PROCESSES=1 the same
+script is the single-process reference.
 """
 
+import builtins
+import json
+import os
 import sys
 
-import jax
-
-process_id, num_processes, port, output = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
+process_id, num_processes, port, workdir, output = (int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4],
+                                                    sys.argv[5])
 from iresflow.train import sharding  # noqa: E402
 
 if num_processes > 1:
   sharding.initialize_distributed(coordinator_address=f"127.0.0.1:{port}", num_processes=num_processes,
                                   process_id=process_id)
 
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
+import jax  # noqa: E402
 
-from iresflow.data import BatchSampler, load_image_dataset  # noqa: E402
-from iresflow.models import IResNetFlow  # noqa: E402
-from iresflow.nn import LogDetOptions  # noqa: E402
-from iresflow.train import TrainState, create_optimizer, steps  # noqa: E402
+from iresflow.train import default_config, train_and_evaluate  # noqa: E402
+
+
+def guard_writes(root: str) -> None:
+  """Makes ``open`` for writing under ``root`` (except Orbax's ``checkpoints/``) an error."""
+  root = os.path.abspath(root)
+  real_open = builtins.open
+
+  def guarded(file, mode="r", *args, **kwargs):
+    path = os.path.abspath(os.fspath(file)) if isinstance(file, (str, bytes, os.PathLike)) else ""
+    if (path.startswith(root + os.sep) and not path.startswith(os.path.join(root, "checkpoints") + os.sep)
+        and any(flag in mode for flag in "wax+")):
+      raise AssertionError(f"process {jax.process_index()} wrote {path}")
+    return real_open(file, mode, *args, **kwargs)
+
+  builtins.open = guarded
 
 
 def main():
-  data = load_image_dataset("digits").train_images
-  sampler = BatchSampler(len(data), 16, seed=0, process_index=jax.process_index(),
-                         process_count=jax.process_count())
-  model = IResNetFlow(data_shape=(8, 8, 1), stages=(1, 1), hidden=8)
-  preprocessing = steps.DensityPreprocessing(17)
-  x0, _ = preprocessing(jnp.asarray(data[sampler.global_indices(0)]), jax.random.key(0))
-  variables = jax.jit(model.init)(jax.random.key(0), x0)  # identical on every process
-  optimizer = create_optimizer("adam", 1e-2, num_steps=3)
-  mesh = sharding.data_mesh()
-  step = steps.make_density_train_step(model, optimizer, preprocessing, LogDetOptions("series", n_terms=3),
-                                       0.9, jax.random.key(1))
-  step = jax.jit(step, out_shardings=(sharding.replicated(mesh), sharding.replicated(mesh)))
-  state = jax.device_put(TrainState.create(variables, optimizer), sharding.replicated(mesh))
-  losses = []
-  for i in range(3):
-    state, metrics = step(state, sharding.shard_batch(mesh, data[sampler.local_indices(i)]))
-    losses.append(float(metrics["loss"]))
-  leaves = [np.asarray(jax.device_get(leaf)) for leaf in jax.tree.leaves(state.params)]
-  if jax.process_index() == 0:
-    np.savez(output, *leaves, losses=np.asarray(losses), devices=jax.device_count())
+  config = default_config()
+  config.model = dict(stages=(1, 1), residual=dict(hidden=8, constraint=dict(coeff=0.9)))
+  config.batch_size = 16
+  config.num_steps = 4
+  config.log_every = 2
+  config.checkpoint_every = 2
+  config.progress = False
+  config.eval_batch_size = 32
+  config.num_eval_examples = 48  # one full and one padded evaluation batch
+  config.num_samples = 4
+  config.warmup_steps = 0
+  config.eval_refresh_iterations = 1
+  config.estimator.n_terms = 3
+  if jax.process_index() != 0:
+    guard_writes(workdir)
+  results = train_and_evaluate(config, workdir)
+  with open(output, "w") as f:
+    json.dump({"results": results, "devices": jax.device_count(), "processes": jax.process_count()}, f)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from iresflow.train.checkpoint import Checkpointer
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 ARGS = ["--config", str(ROOT / "experiments" / "configs" / "digits_flow.py"), "--config.num_steps=60",
-        "--config.checkpoint_every=5", "--config.log_every=5", "--config.model.hidden=8",
+        "--config.checkpoint_every=5", "--config.log_every=5", "--config.model.residual.hidden=8",
         "--config.model.stages=(1, 1)", "--config.batch_size=16", "--config.num_eval_examples=32",
         "--config.eval_batch_size=32", "--config.num_samples=4", "--config.eval_refresh_iterations=1",
         "--config.progress=False"]

@@ -3,6 +3,7 @@
 import json
 import os
 
+import jax
 import numpy as np
 import pytest
 
@@ -14,7 +15,7 @@ from tests import helpers
 def tiny_density_config(**overrides):
   config = default_config()
   config.dataset = "digits"
-  config.model = dict(stages=(1, 1), hidden=8, coeff=0.9, activation="elu")
+  config.model = dict(stages=(1, 1), residual=dict(hidden=8, activation="elu", constraint=dict(coeff=0.9)))
   config.batch_size = 16
   config.num_steps = 6
   config.log_every = 2
@@ -35,9 +36,17 @@ def _read_jsonl(path):
     return [json.loads(line) for line in f]
 
 
-def test_density_run_writes_metrics_results_certificate_and_figures(tmp_path):
-  results = train_and_evaluate(tiny_density_config(), str(tmp_path))
-  for name in ("metrics.jsonl", "results.json", "certificate.json", "samples.png", "reconstructions.png"):
+@pytest.fixture(scope="module")
+def density_run(tmp_path_factory):
+  """One tiny density run (6 steps, EMA), shared by the tests that read its workdir."""
+  workdir = tmp_path_factory.mktemp("density")
+  return workdir, train_and_evaluate(tiny_density_config(), str(workdir))
+
+
+def test_density_run_writes_metrics_results_certificate_and_figures(density_run):
+  tmp_path, results = density_run
+  for name in ("metrics.jsonl", "results.json", "certificate.json", "samples.png", "reconstructions.png",
+               "model.json"):
     assert (tmp_path / name).exists(), name
   assert results["certified"] and results["inverse_not_converged"] == 0
   assert results["reconstruction_max_abs_error"] < 1e-4
@@ -58,11 +67,24 @@ def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(
   assert checkpointer.latest_step() == failed_step  # every step before the bad one was saved
   checkpointer.close()
 
+  # The host reads the device's record only every 7 steps (and before each checkpoint): the error
+  # still names the first bad step, and no checkpoint holds a state from after it.
+  deferred = tiny_density_config(num_steps=40, checkpoint_every=7, finite_check_every=7, learning_rate=1e12,
+                                 grad_clip=None, warmup_steps=0, optimizer="sgd")
+  with pytest.raises(TrainingDivergedError, match=rf"step {failed_step}: the loss or the gradients are not finite"):
+    train_and_evaluate(deferred, str(tmp_path / "deferred"))
+  checkpointer = Checkpointer(str(tmp_path / "deferred" / "checkpoints"))
+  for step in checkpointer.all_steps():
+    assert step <= failed_step
+    restored = checkpointer.restore_raw(step)
+    assert all(np.all(np.isfinite(np.asarray(leaf))) for leaf in jax.tree.leaves(restored["params"]))
+  checkpointer.close()
+
 
 def test_tfds_mock_data_trains(tmp_path):
   config = tiny_density_config(dataset="mnist", num_steps=2, checkpoint_every=0, logit_alpha=1e-6)
-  config.model = dict(stages=(1,), hidden=4, coeff=0.9)
-  config.eval_logdet = dict(mode="series", n_terms=3, n_probes=1, probe="gaussian")
+  config.model = dict(stages=(1,), residual=dict(hidden=4, constraint=dict(coeff=0.9)))
+  config.eval_estimator = dict(kind="series", n_terms=3, n_probes=1, probe="gaussian")
   with helpers.mock_tfds(num_examples=32):
     results = train_and_evaluate(config, str(tmp_path))
   assert "Theorem 3" in results["estimator"] and results["truncation_bias_bound"] > 0
@@ -71,12 +93,12 @@ def test_tfds_mock_data_trains(tmp_path):
 
 def test_classifier_and_toy_runs(tmp_path):
   config = tiny_density_config(task="classification", augment_padding=1, ema_decay=0.0)
-  config.model = dict(stages=(1, 1), hidden=8, injective_padding=1, coeff=0.9)
+  config.model = dict(stages=(1, 1), injective_padding=1, residual=dict(hidden=8, activation="elu"))
   results = train_and_evaluate(config, str(tmp_path / "classifier"))
   assert 0.0 <= results["test_accuracy"] <= 1.0 and results["certified"]
 
   config = tiny_density_config(dataset="moons", batch_size=64, toy_train_size=256, toy_test_size=64)
-  config.model = dict(stages=(), fc_blocks=2, fc_hidden=16, activation="lipswish")
+  config.model = dict(stages=(), fc_blocks=2, fc_residual=dict(hidden=16, activation="lipswish"))
   results = train_and_evaluate(config, str(tmp_path / "toy"))
   assert np.isfinite(results["test_nll"]) and (tmp_path / "toy" / "density.png").exists()
 
@@ -103,8 +125,8 @@ def test_unwritable_workdir_is_named(tmp_path):
 
 def test_hybrid_run_reports_bits_per_dim_and_accuracy(tmp_path):
   config = tiny_density_config(task="hybrid", hybrid_weight=2.0)
-  config.model = dict(stages=(1, 1), hidden=8, activation="lipswish")
-  config.logdet = dict(mode="roulette", n_probes=1)
+  config.model = dict(stages=(1, 1), residual=dict(hidden=8, activation="lipswish"))
+  config.estimator = dict(kind="roulette", n_probes=1)
   results = train_and_evaluate(config, str(tmp_path))
   assert np.isfinite(results["test_bits_per_dim"]) and 0.0 <= results["test_accuracy"] <= 1.0
   records = [r for r in _read_jsonl(tmp_path / "metrics.jsonl") if r["split"] == "train"]
@@ -112,17 +134,40 @@ def test_hybrid_run_reports_bits_per_dim_and_accuracy(tmp_path):
   assert results["certified"]
 
 
-def test_certify_script_reads_a_workdir(tmp_path):
+def test_certify_script_reproduces_the_trainers_certificate_exactly(density_run, tmp_path):
+  """certify.py rebuilds the variables the trainer evaluated (EMA parameters with the spectral state
+  refreshed for them, not the state tracked for the live parameters) and certifies the same model."""
+  import shutil
   import subprocess
   import sys
   import pathlib
   root = pathlib.Path(__file__).resolve().parents[2]
-  train_and_evaluate(tiny_density_config(num_steps=2, checkpoint_every=0), str(tmp_path))
-  (tmp_path / "certificate.json").unlink()
-  out = subprocess.run([sys.executable, str(root / "experiments" / "certify.py"), "--workdir", str(tmp_path)],
+  workdir = tmp_path / "run"
+  shutil.copytree(density_run[0], workdir)
+  trainers = json.loads((workdir / "certificate.json").read_text())
+  (workdir / "certificate.json").unlink()
+  out = subprocess.run([sys.executable, str(root / "experiments" / "certify.py"), "--workdir", str(workdir)],
                        capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONPATH": str(root)})
   assert out.returncode == 0, out.stderr[-2000:]
-  assert "all certified" in out.stdout and (tmp_path / "certificate.json").exists()
+  assert "all certified" in out.stdout
+  assert json.loads((workdir / "certificate.json").read_text()) == trainers
   bad = subprocess.run([sys.executable, str(root / "experiments" / "certify.py"), "--workdir", str(tmp_path / "x")],
                        capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONPATH": str(root)})
   assert bad.returncode != 0 and "model.json" in bad.stderr
+
+
+def test_load_variables_are_the_evaluated_ones(density_run):
+  """The EMA parameters differ from the live ones, and so does the spectral state the trainer evaluated
+  from the one tracked in training; load_variables returns what was evaluated."""
+  import iresflow
+  from iresflow.train import load_variables
+  workdir, results = density_run
+  model, variables, step = load_variables(str(workdir))
+  checkpointer = Checkpointer(str(workdir / "checkpoints"))
+  raw = checkpointer.restore_raw(step)
+  checkpointer.close()
+  assert step == 6
+  differs = lambda a, b: any(not np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+  assert differs(raw["ema_params"], raw["params"]) and not differs(variables["params"], raw["ema_params"])
+  assert differs(variables["spectral"], raw["spectral"])
+  assert iresflow.certify(model, variables).max_lipschitz_bound == results["max_lipschitz_bound"]

@@ -5,8 +5,8 @@ initialised orthogonal, log-det by ``slogdet`` times the number of positions) ->
 layer whose scale and shift come from a network of the first half of the channels (an MLP for
 vectors, 3x3 -> 1x1 -> 3x3 convolutions with ReLU for images; log-scale through ``tanh``, as is
 common, for stability). A standard normal prior. ``GlowFlow`` is for vectors; ``GlowImageFlow`` for
-images, with the same squeeze-and-stages layout as the i-ResNet flow (no factor-out). Not part of the
-library: the baseline the experiments compare the i-ResNet against.
+images, with the same squeeze-and-stages layout as the i-ResNet flow (no factor-out). The baseline
+the experiments compare the i-ResNet against at equal parameters.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
-"""The small optax training loop that the experiment scripts share (Figure 2, Table 4).
+"""A small optax training loop for several models side by side on in-memory data (Figure 2, Table 4).
 
-``experiments/train.py`` (the library's trainer) is for configs, checkpoints and TFDS data; the
-experiment scripts train several small models side by side on in-memory data and need only this.
+``train_and_evaluate`` is for configs, checkpoints and TFDS data; the experiment scripts that compare
+small models (the i-ResNet against a Glow-style baseline) need only this.
 The loss is checked on the host every ``check_every`` steps, not every step, so the steps run back
 to back; a non-finite loss stops training with an error naming the step.
 """

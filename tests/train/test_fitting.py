@@ -1,16 +1,12 @@
 """The experiments' shared training loop: it minimises, carries non-param state, and stops on NaN."""
 
-import pathlib
-import sys
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / "experiments"))
-from fitting import fit  # noqa: E402
+from iresflow.train.fitting import fit
 
 
 def _quadratic_loss(variables, target, key):

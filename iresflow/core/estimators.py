@@ -1,0 +1,142 @@
+"""Log-determinant estimators as small frozen settings objects: ``estimator(key, g, x) -> (g(x), logdet)``.
+
+Every invertible piece's ``forward_and_log_det(x, *, estimator=...)`` takes one of these, so a model
+trains with a cheap estimator and evaluates with an exact or unbiased one from the same variables:
+
+* :class:`ExactLogDet` -- ``jax.jacfwd`` + ``slogdet`` (:func:`~iresflow.core.logdet.exact_logdet`); small inputs.
+* :class:`PowerSeries` -- the truncated series of Algorithm 2 with Hutchinson probes
+  (:func:`~iresflow.core.logdet.power_series_logdet`); biased by at most Theorem 3's bound.
+* :class:`Roulette` -- the unbiased Russian-roulette series of Residual Flows
+  (:func:`~iresflow.core.logdet.roulette_logdet`).
+
+They are frozen dataclasses: hashable (a static argument of ``jax.jit``), checked when built, and
+printable as the sentence a result table needs (:meth:`describe`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import ClassVar, Union
+
+import jax
+
+from iresflow.core import logdet, precision as precision_lib, validation
+
+
+@dataclasses.dataclass(frozen=True)
+class ExactLogDet:
+  """``ln |det(I + J_g)|`` by ``jax.jacfwd`` and ``slogdet``: ``d`` forward passes and ``O(d^3)`` per example.
+
+  Attributes:
+    precision: matmul precision of ``g`` while it is differentiated (default ``'highest'``).
+  """
+
+  precision: str | None = "highest"
+  needs_key: ClassVar[bool] = False
+
+  def __post_init__(self):
+    precision_lib.check_precision(self.precision)
+
+  def __call__(self, key: jax.Array | None, g: logdet.ResidualFn, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    del key  # deterministic
+    return logdet.exact_logdet(g, x, precision=self.precision)
+
+  def describe(self) -> str:
+    return "exact log-det (jax.jacfwd + slogdet): no estimator bias"
+
+
+@dataclasses.dataclass(frozen=True)
+class PowerSeries:
+  """The truncated power series of eq. (5) with Hutchinson probes (Algorithm 2).
+
+  Attributes:
+    n_terms: series terms ``n >= 1``; the bias is at most
+      :func:`~iresflow.core.logdet.series_truncation_bound` (Theorem 3).
+    n_probes: Hutchinson probes per example.
+    probe: ``'gaussian'`` or ``'rademacher'``.
+    gradient: ``'backprop'`` (through every term, the paper's) or ``'neumann'`` (Residual Flows'
+      Neumann-series gradient, memory flat in ``n_terms``).
+    unroll: trace every term instead of one loop body (longer compile; much faster on XLA:CPU).
+  """
+
+  n_terms: int = 5
+  n_probes: int = 1
+  probe: str = "gaussian"
+  gradient: str = "backprop"
+  unroll: bool = False
+  needs_key: ClassVar[bool] = True
+
+  def __post_init__(self):
+    validation.check_positive_int(self.n_terms, "n_terms")
+    validation.check_positive_int(self.n_probes, "n_probes")
+    _check_choice(self.probe, logdet.PROBES, "probe")
+    _check_choice(self.gradient, logdet.GRADIENTS, "gradient")
+
+  def __call__(self, key: jax.Array, g: logdet.ResidualFn, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    return logdet.power_series_logdet(key, g, x, n_terms=self.n_terms, n_probes=self.n_probes, probe=self.probe,
+                                      gradient=self.gradient, unroll=self.unroll)
+
+  def describe(self) -> str:
+    return f"power series, {self.n_terms} terms, {self.n_probes} {self.probe} probes"
+
+
+@dataclasses.dataclass(frozen=True)
+class Roulette:
+  """The unbiased Russian-roulette series (Residual Flows, Chen et al. 2019); Neumann-series gradient.
+
+  Attributes:
+    n_exact_terms: terms always computed (Residual Flows use 2).
+    distribution: ``'geometric'`` or ``'poisson'`` for the number of extra terms.
+    geometric_p: success probability of the geometric distribution.
+    poisson_rate: mean of the Poisson distribution.
+    max_terms: cap on the number of terms (a bias below float32 resolution with the defaults).
+    n_probes: Hutchinson probes per example.
+    probe: ``'gaussian'`` or ``'rademacher'``.
+  """
+
+  n_exact_terms: int = 2
+  distribution: str = "geometric"
+  geometric_p: float = 0.5
+  poisson_rate: float = 2.0
+  max_terms: int = 100
+  n_probes: int = 1
+  probe: str = "gaussian"
+  needs_key: ClassVar[bool] = True
+
+  def __post_init__(self):
+    validation.check_positive_int(self.n_exact_terms, "n_exact_terms")
+    validation.check_positive_int(self.max_terms, "max_terms")
+    validation.check_positive_int(self.n_probes, "n_probes")
+    _check_choice(self.distribution, logdet.ROULETTE_DISTRIBUTIONS, "distribution")
+    _check_choice(self.probe, logdet.PROBES, "probe")
+    if self.max_terms < self.n_exact_terms:
+      raise ValueError(f"max_terms: expected >= n_exact_terms ({self.n_exact_terms}), got {self.max_terms}")
+    if not 0.0 < self.geometric_p < 1.0:
+      raise ValueError(f"geometric_p: expected a probability in (0, 1), got {self.geometric_p}")
+    if not self.poisson_rate > 0:
+      raise ValueError(f"poisson_rate: expected a positive number, got {self.poisson_rate}")
+
+  def __call__(self, key: jax.Array, g: logdet.ResidualFn, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    return logdet.roulette_logdet(key, g, x, n_exact_terms=self.n_exact_terms, distribution=self.distribution,
+                                  geometric_p=self.geometric_p, poisson_rate=self.poisson_rate,
+                                  max_terms=self.max_terms, n_probes=self.n_probes, probe=self.probe)
+
+  def describe(self) -> str:
+    return (f"unbiased Russian-roulette series ({self.n_exact_terms} exact terms, {self.distribution}, at most "
+            f"{self.max_terms} terms), {self.n_probes} {self.probe} probes")
+
+
+LogDetEstimator = Union[ExactLogDet, PowerSeries, Roulette]
+ESTIMATORS = {"exact": ExactLogDet, "series": PowerSeries, "roulette": Roulette}
+
+
+def check_estimator(estimator, name: str = "estimator") -> None:
+  """Raises ``TypeError`` unless ``estimator`` is one of the estimator objects of this module."""
+  if not isinstance(estimator, tuple(ESTIMATORS.values())):
+    raise TypeError(f"{name}: expected ExactLogDet(), PowerSeries(...) or Roulette(...) from "
+                    f"iresflow.core, got {estimator!r}")
+
+
+def _check_choice(value, choices, name: str) -> None:
+  if value not in choices:
+    raise ValueError(f"{name}: expected one of {tuple(choices)}, got {value!r}")
