@@ -24,9 +24,7 @@ import os
 import statistics
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-import vs_normflows as bench  # noqa: E402
+import vs_normflows as bench  # a sibling script: run as a script, this folder is on sys.path
 
 SAMPLING_REPEATS = 10
 QUICK = "--quick" in sys.argv

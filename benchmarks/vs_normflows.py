@@ -382,8 +382,7 @@ def compile_sizes(quick: bool) -> tuple[tuple[int, ...], int, int]:
 
 
 def compile_depths(quick: bool) -> dict[int, float]:
-  sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-  from compile_time import compile_seconds
+  from compile_time import compile_seconds  # a sibling script: run as a script, this folder is on sys.path
   depths, hidden, image = compile_sizes(quick)
   return {n: compile_seconds(n, hidden, image) for n in depths}
 

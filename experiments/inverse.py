@@ -78,11 +78,11 @@ def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--quick", action="store_true", help="tiny sizes (seconds)")
   parser.add_argument("--output-dir", default=os.path.join(ROOT, "docs"))
-  parser.add_argument("--steps", type=int, default=None, help="training steps per flow (default 600; quick 4)")
+  parser.add_argument("--steps", type=int, default=None, help="training steps per flow (default 600; quick 2)")
   args = parser.parse_args()
   start = time.perf_counter()
-  steps_per_flow = args.steps or (4 if args.quick else 600)
-  iterations = np.array([0, 2, 4] if args.quick else [0, 1, 2, 3, 4, 5, 6, 8, 10, 12, 15, 20, 25, 30, 40, 50, 60])
+  steps_per_flow = args.steps or (2 if args.quick else 600)
+  iterations = np.array([0, 3] if args.quick else [0, 1, 2, 3, 4, 5, 6, 8, 10, 12, 15, 20, 25, 30, 40, 50, 60])
   coeffs = (0.9,) if args.quick else COEFFS
   data = load_image_dataset("digits")
   preprocessing = DensityPreprocessing(data.num_levels)
@@ -107,6 +107,8 @@ def main() -> None:
       if args.quick:
         config.model.stages = (1, 1)
         config.model.residual.hidden = 8
+        config.num_eval_examples = config.eval_batch_size = 32
+        config.eval_refresh_iterations = 1
       workdir = os.path.join(tmp, f"c{c}")
       os.makedirs(workdir)
       model = build_model(config, data.image_shape, data.num_classes)

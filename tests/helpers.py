@@ -79,3 +79,13 @@ def mock_tfds(num_examples: int, **kwargs):
 
   with mock.patch.object(mocking, "_getitems", getitems), tfds.testing.mock_data(num_examples=num_examples, **kwargs):
     yield
+
+
+def subprocess_env(root) -> dict:
+  """The environment for a test's subprocess: this one's (the session settings of conftest.py), the
+  repository on PYTHONPATH, and no forced device count (the subprocess sets its own)."""
+  import os
+  env = {**os.environ, "PYTHONPATH": str(root)}
+  flags = [f for f in env.get("XLA_FLAGS", "").split() if not f.startswith("--xla_force_host_platform_device_count")]
+  env["XLA_FLAGS"] = " ".join(flags)
+  return env

@@ -1,6 +1,7 @@
 """Run as a subprocess with 4 forced CPU devices: the sharded train step equals the single-device one.
 
-Both runs use ``setup_training``, i.e. exactly the step ``train_and_evaluate`` runs. Prints one JSON
+Both runs use the state, task and optimizer of one ``setup_training`` and the step it builds
+(``stop_at_first_non_finite(make_train_step(...))``), i.e. exactly what ``train_and_evaluate`` runs. Prints one JSON
 line with the largest differences; tests/train/test_sharding.py checks them.
 """
 
@@ -16,7 +17,7 @@ import numpy as np  # noqa: E402
 
 from iresflow.nn import ExactLogDet  # noqa: E402
 from iresflow.train import TrainingData, default_config, setup_training, sharding  # noqa: E402
-from iresflow.train.steps import Divergence  # noqa: E402
+from iresflow.train.steps import Divergence, make_train_step, stop_at_first_non_finite  # noqa: E402
 
 
 def tiny_config():
@@ -31,21 +32,27 @@ def tiny_config():
   return config
 
 
-def run(devices, data):
-  training = setup_training(tiny_config(), data=data, mesh=sharding.data_mesh(devices))
-  state, divergence, losses = training.state, Divergence.none(), []
-  for step in range(3):
-    state, divergence, metrics = training.train_step(state, divergence, training.device_batch(step))
+def run(training, devices):
+  """Three steps of ``training``'s step, jitted for a mesh of ``devices``, from its initial state."""
+  mesh = sharding.data_mesh(devices)
+  replicated = sharding.replicated(mesh)
+  step = make_train_step(training.task, training.optimizer, training.config.ema_decay, training.keys["step"])
+  step = jax.jit(stop_at_first_non_finite(step), out_shardings=(replicated, replicated, replicated))
+  state, divergence, losses = jax.device_put(training.state, replicated), Divergence.none(), []
+  for i in range(3):
+    batch = tuple(sharding.shard_batch(mesh, part) for part in training.local_batch(i))
+    state, divergence, metrics = step(state, divergence, batch)
     losses.append(float(metrics["loss"]))
   n_devices = len(state.params["stage_steps_0"]["block"]["g"]["layer0"]["kernel"].sharding.device_set)
-  return training, jax.device_get(state), losses, n_devices
+  return jax.device_get(state), losses, n_devices
 
 
 def main():
   assert jax.device_count() == 4, jax.devices()
   data = TrainingData.load(tiny_config())
-  training, single, single_losses, _ = run(jax.devices()[:1], data)
-  _, sharded, sharded_losses, n_devices = run(jax.devices(), data)
+  training = setup_training(tiny_config(), data=data, mesh=sharding.data_mesh(jax.devices()[:1]))
+  single, single_losses, _ = run(training, jax.devices()[:1])
+  sharded, sharded_losses, n_devices = run(training, jax.devices())
   diffs = jax.tree.map(lambda a, b: float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64)))),
                        single.params, sharded.params)
   # The spectral states are compared by their effect: the normalised model they define. (A vector u
@@ -53,8 +60,8 @@ def main():
   # sigma.)
   model, task = training.model, training.task
   x_check = task.model_input(jax.random.key(5), jnp.asarray(data.train[:16]))
-  log_prob = lambda state: model.apply({"params": state.params, "spectral": state.spectral}, x_check,
-                                       estimator=ExactLogDet())
+  log_prob = jax.jit(lambda state: model.apply({"params": state.params, "spectral": state.spectral}, x_check,
+                                               estimator=ExactLogDet()))
   mixed = single.replace(spectral=sharded.spectral)
   spectral_effect = float(np.max(np.abs(np.asarray(log_prob(single)) - np.asarray(log_prob(mixed)))))
   try:

@@ -5,7 +5,6 @@ inverse), and only process 0 writes files (multiprocess_check.py makes any other
 """
 
 import json
-import os
 import pathlib
 import socket
 import subprocess
@@ -14,6 +13,8 @@ import sys
 import numpy as np
 
 from iresflow.train.checkpoint import Checkpointer
+from tests import helpers
+
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 SCRIPT = str(ROOT / "tests" / "train" / "multiprocess_check.py")
@@ -31,8 +32,7 @@ def _train_losses(workdir):
 
 
 def test_two_processes_run_train_and_evaluate_like_one(tmp_path):
-  env = {**os.environ, "PYTHONPATH": str(ROOT)}
-  env.pop("XLA_FLAGS", None)
+  env = helpers.subprocess_env(ROOT)
   single, double = tmp_path / "single", tmp_path / "double"
   out = subprocess.run([sys.executable, SCRIPT, "0", "1", "0", str(single), str(tmp_path / "single.json")], env=env,
                        capture_output=True, text=True, timeout=900)

@@ -1,17 +1,17 @@
 """Data parallelism: the step on 4 forced CPU devices equals the single-device step."""
 
 import json
-import os
 import pathlib
 import subprocess
 import sys
+from tests import helpers
+
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 def test_sharded_step_equals_single_device_step():
-  env = {**os.environ, "PYTHONPATH": str(ROOT)}
-  env.pop("XLA_FLAGS", None)
+  env = helpers.subprocess_env(ROOT)
   out = subprocess.run([sys.executable, str(ROOT / "tests" / "train" / "sharded_step_check.py")], env=env,
                        capture_output=True, text=True, timeout=600, cwd=ROOT)
   assert out.returncode == 0, out.stderr[-3000:]
