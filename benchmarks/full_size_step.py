@@ -9,7 +9,8 @@ and unrolled. Meant for an accelerator; on a CPU the full-size steps take minute
     python benchmarks/full_size_step.py                          # mnist_flow and cifar10_flow
     python benchmarks/full_size_step.py --configs mnist_flow --unroll both --output out.json
     python benchmarks/full_size_step.py --quick                  # tiny digits_flow, seconds (a test runs it)
-    JAX_PLATFORMS=cpu python benchmarks/full_size_step.py --flops  # FLOPs per step (XLA cost analysis)
+    JAX_PLATFORMS=cpu python benchmarks/full_size_step.py --flops --output docs/gpu/flops.json
+                                                                 # FLOPs per step (XLA cost analysis)
 """
 
 from __future__ import annotations
@@ -106,8 +107,13 @@ def main() -> None:
   if args.quick:
     args.configs, args.unroll, args.repeats = ["digits_flow"], "scan", 2
   if args.flops:
+    flops = {}
     for name in args.configs:
-      print(f"{name}: {step_flops(name) / 1e12:.3f} TFLOP per train step", flush=True)
+      flops[name] = step_flops(name)
+      print(f"{name}: {flops[name] / 1e12:.3f} TFLOP per train step", flush=True)
+      if args.output:
+        with open(args.output, "w") as f:
+          json.dump({"backend": jax.default_backend(), "flops_per_step": flops}, f, indent=1)
     return
   variants = {"scan": [False], "unrolled": [True], "both": [False, True]}[args.unroll]
   results = []

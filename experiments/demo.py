@@ -54,8 +54,9 @@ def main() -> int:
         f"uniform = log2(17) = 4.09)")
   print(f"reconstruction: max |x - F^-1(F(x))| = {results['reconstruction_max_abs_error']:.2e} on "
         f"{config.eval_batch_size} test images; {results['inverse_not_converged']} did not converge")
+  verdict = "all certified < 1" if certificate["certified"] else "NOT certified"
   print(f"certificate: {len(certificate['blocks'])} blocks, max Lip(g) bound "
-        f"{certificate['max_lipschitz_bound']:.4f} -> {'all certified < 1' if certificate['certified'] else 'NOT certified'}")
+        f"{certificate['max_lipschitz_bound']:.4f} -> {verdict}")
   for block in certificate["blocks"]:
     print(f"  {block['name']:<28} bound {block['lipschitz_bound']:.5f}  estimate {block['lipschitz_estimate']:.5f}")
   print(f"samples: {os.path.join(workdir, 'samples.png')} ({results['samples_not_converged']} not converged)")

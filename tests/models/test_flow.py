@@ -35,8 +35,11 @@ def _inverse(model, variables, z, solver=TIGHT):
 
 
 def _train(model, variables, x, steps=50, learning_rate=3e-2):
-  """Maximum likelihood with the series estimator and a large learning rate; spectral state updated."""
-  optimizer = optax.adam(learning_rate)
+  """Maximum likelihood with the series estimator and a large learning rate; spectral state updated.
+
+  The learning rate is optimizer state (``inject_hyperparams``), so every call compiles the same step.
+  """
+  optimizer = optax.inject_hyperparams(optax.adam)(learning_rate=learning_rate)
   opt_state = optimizer.init(variables["params"])
 
   @jax.jit

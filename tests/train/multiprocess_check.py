@@ -56,6 +56,7 @@ def main():
   config.warmup_steps = 0
   config.eval_refresh_iterations = 1
   config.estimator.n_terms = 3
+  config.eval_estimator = dict(kind="series", n_terms=3, n_probes=1)
   if jax.process_index() != 0:
     guard_writes(workdir)
   results = train_and_evaluate(config, workdir)
