@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from iresflow.baselines import GlowImageFlow, parameter_count
+from iresflow.baselines import GlowImageFlow, matching_width, parameter_count
 from iresflow.data import BatchSampler, load_image_dataset
 from iresflow.models import IResNetFlow
 from iresflow.nn import INVERSE_INFO, ExactLogDet, FixedPointSolver, LipschitzConstraint, PowerSeries, ResidualSpec
@@ -80,8 +80,7 @@ def main() -> None:
   series = PowerSeries(n_terms=5, unroll=True)
   ires_vars = iresnet.init(jax.random.key(0), x_init, estimator=series)
   n_ires = parameter_count(ires_vars["params"])
-  glow_hidden = min(range(4, 8 * hidden), key=lambda h: abs(parameter_count(jax.eval_shape(
-      GlowImageFlow(stages, h).init, jax.random.key(0), x_init)["params"]) - n_ires))
+  glow_hidden = matching_width(lambda h: GlowImageFlow(stages, h), n_ires, x_init)
   glow = GlowImageFlow(stages, glow_hidden)
   glow_vars = glow.init(jax.random.key(0), x_init)
 

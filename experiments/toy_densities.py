@@ -32,7 +32,7 @@ import optax
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from iresflow.baselines import GlowFlow, parameter_count  # noqa: E402
+from iresflow.baselines import GlowFlow, matching_width, parameter_count  # noqa: E402
 from iresflow.data import sample_toy  # noqa: E402
 from iresflow.models import IResNetFlow  # noqa: E402
 from iresflow.nn import (INVERSE_INFO, ExactLogDet, FixedPointSolver, LipschitzConstraint, PowerSeries,  # noqa: E402
@@ -78,8 +78,7 @@ def main() -> None:
     ires_vars = iresnet.init(jax.random.key(0), x_init, estimator=series)
     n_ires = parameter_count(ires_vars["params"])
     # The baseline's width so that its parameter count is closest to the i-ResNet's.
-    glow_hidden = min(range(4, 4 * hidden), key=lambda h: abs(
-        parameter_count(jax.eval_shape(GlowFlow(n_blocks, h).init, jax.random.key(0), x_init)["params"]) - n_ires))
+    glow_hidden = matching_width(lambda h: GlowFlow(n_blocks, h), n_ires, x_init)
     glow = GlowFlow(n_blocks, glow_hidden)
     glow_vars = glow.init(jax.random.key(0), x_init)
 

@@ -12,6 +12,7 @@ the experiments compare the i-ResNet against at equal parameters.
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import flax.linen as nn
 import jax
@@ -23,6 +24,29 @@ from iresflow.nn import ActNorm, squeeze, unsqueeze
 def parameter_count(params) -> int:
   """Number of scalars in a parameter tree (to match the models' budgets)."""
   return sum(p.size for p in jax.tree.leaves(params))
+
+
+def matching_width(make_flow: Callable[[int], nn.Module], n_params: int, x: jax.Array, *, low: int = 4,
+                   high: int = 1024) -> int:
+  """The width ``h`` in ``[low, high]`` whose ``make_flow(h)`` has the parameter count closest to ``n_params``.
+
+  Bisection on ``h`` (the count grows with the width), so about ``log2(high - low)`` shape-only
+  initialisations (``jax.eval_shape``) instead of one per candidate width.
+
+  Args:
+    make_flow: ``width -> module``, e.g. ``lambda h: GlowImageFlow(stages, h)``.
+    n_params: the parameter count to match.
+    x: an input batch for ``init`` (only its shape and dtype are used).
+  """
+  def count(width: int) -> int:
+    return parameter_count(jax.eval_shape(make_flow(width).init, jax.random.key(0), x)["params"])
+
+  if count(low) >= n_params:
+    return low
+  while high - low > 1:  # count(low) < n_params, and the answer lies in [low, high]
+    middle = (low + high) // 2
+    low, high = (middle, high) if count(middle) < n_params else (low, middle)
+  return min((low, high), key=lambda width: abs(count(width) - n_params))
 
 
 class InvertibleMixing(nn.Module):

@@ -10,7 +10,8 @@ The reference code uses BatchNorm in the head; LayerNorm keeps the model free of
 so each example's logits do not depend on the rest of the batch.
 
 The classifier takes its architecture the way ``IResNetFlow`` does (``data_shape``, ``stages``,
-``residual``, ``stage_hidden``, ``actnorm``, ``unroll_blocks``); ``__call__(x)`` gives the logits.
+``residual``, ``stage_hidden``, ``actnorm``, ``unroll_blocks``); ``__call__(x)`` gives the logits,
+``features(x)`` the output of the invertible part, ``inverse(features)`` the images back.
 """
 
 from __future__ import annotations
@@ -23,9 +24,10 @@ import jax.numpy as jnp
 
 from iresflow.core import validation
 from iresflow.models.flow import stage_specs
-from iresflow.nn.reshape import injective_pad, squeeze
+from iresflow.core.fixed_point import FixedPointSolver
+from iresflow.nn.reshape import injective_pad, squeeze, unsqueeze
 from iresflow.nn.residual import ResidualSpec
-from iresflow.nn.step import BlockView, FlowStep, scan_forward, stacked_block_views
+from iresflow.nn.step import BlockView, FlowStep, scan_forward, scan_inverse, stacked_block_views
 
 
 class IResNetClassifier(nn.Module):
@@ -88,16 +90,50 @@ class IResNetClassifier(nn.Module):
     self.head_norm = nn.LayerNorm()
     self.head = nn.Dense(self.num_classes)
 
-  def __call__(self, x: jax.Array) -> jax.Array:
-    """Logits ``(batch, num_classes)`` for images ``(batch, *data_shape)``."""
-    validation.check_floating(x, "x")
-    if x.ndim != 4 or tuple(x.shape[1:]) != tuple(self.data_shape):
-      raise ValueError(f"x: expected images (batch, {', '.join(map(str, self.data_shape))}), "
-                       f"got shape {tuple(x.shape)}")
+  def feature_shape(self) -> tuple[int, ...]:
+    """Per-example shape of :meth:`features`: the last stage's input shape."""
+    return self.stage_shapes()[-1]
+
+  def _check_shape(self, x: jax.Array, name: str, shape: tuple[int, ...], what: str) -> None:
+    validation.check_floating(x, name)
+    if x.ndim != 4 or tuple(x.shape[1:]) != tuple(shape):
+      raise ValueError(f"{name}: expected {what} (batch, {', '.join(map(str, shape))}), got shape {tuple(x.shape)}")
+
+  def features(self, x: jax.Array) -> jax.Array:
+    """The invertible part: padding, stages and downsamplings; ``(batch, *feature_shape())``."""
+    self._check_shape(x, "x", tuple(self.data_shape), "images")
     x = injective_pad(x, self.injective_padding)
     for i, length in enumerate(self.stages):
       x, _ = scan_forward(self.stage_steps[i], x, length, unroll=self.unroll_blocks)
       if i < len(self.stages) - 1:
         x = squeeze(x)
-    x = nn.relu(self.head_norm(x))
+    return x
+
+  def inverse(self, features: jax.Array, *, solver: FixedPointSolver = FixedPointSolver()) -> jax.Array:
+    """Images from their :meth:`features`: the invertible part run backwards (Algorithm 1 per block).
+
+    The classifier is invertible up to its head (Sec. 5.1): every block by the fixed-point iteration,
+    every downsampling by the depth-to-space that undoes it, the injective padding by dropping the
+    padded channels (which the inverse of exact features returns as zeros, up to the solver's
+    tolerance). Every block's report is sown into ``'inverse_info'`` (see ``iresflow.nn.inverse_info``);
+    without a Lipschitz constraint (the ResNet twin) nothing guarantees convergence, and the reports say so.
+
+    Args:
+      features: ``(batch, *feature_shape())``.
+      solver: the fixed-point settings.
+
+    Returns:
+      Images ``(batch, *data_shape)``.
+    """
+    self._check_shape(features, "features", self.feature_shape(), "features")
+    x = features
+    for i in reversed(range(len(self.stages))):
+      if i < len(self.stages) - 1:
+        x = unsqueeze(x)
+      x, _ = scan_inverse(self.stage_steps[i], x, self.stages[i], solver=solver, unroll=self.unroll_blocks)
+    return x[..., :int(self.data_shape[-1])]
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    """Logits ``(batch, num_classes)`` for images ``(batch, *data_shape)``."""
+    x = nn.relu(self.head_norm(self.features(x)))
     return self.head(jnp.mean(x, axis=(1, 2)))

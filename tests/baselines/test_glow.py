@@ -46,3 +46,13 @@ def test_glow_image_flow_log_prob_is_exact():
   jacobians = jax.vmap(jax.jacfwd(sample))(z)
   expected = -jnp.linalg.slogdet(jacobians)[1] - 0.5 * jnp.sum(z**2, -1) - 32 * math.log(2 * math.pi)
   np.testing.assert_allclose(model.apply(variables, x), expected, rtol=1e-4, atol=1e-3)
+
+
+def test_matching_width_is_the_brute_force_closest():
+  from iresflow.baselines import matching_width, parameter_count
+
+  x = jnp.zeros((4, 6))
+  count = lambda h: parameter_count(jax.eval_shape(GlowFlow(3, h).init, jax.random.key(0), x)["params"])  # noqa: E731
+  for target in (count(9) + 1, count(17) - 2, 5_000, 1):
+    brute = min(range(4, 65), key=lambda h: abs(count(h) - target))
+    assert matching_width(lambda h: GlowFlow(3, h), target, x, low=4, high=64) == brute

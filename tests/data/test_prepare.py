@@ -24,7 +24,7 @@ def _parts(seed=0, sizes=SIZES):
 
 
 def _write_pickle(path, parts):
-  path.write_bytes(gzip.compress(pickle.dumps(parts, protocol=2)))
+  path.write_bytes(gzip.compress(pickle.dumps(parts, protocol=2), mtime=0))
   return path
 
 
@@ -125,8 +125,8 @@ def test_interrupted_write_leaves_nothing(synthetic, tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("content, match", [
     (b"not a pickle at all", "not a gzipped MNIST pickle"),
-    (gzip.compress(pickle.dumps(([1, 2], [3, 4]), protocol=2)), "three"),
-])
+    (gzip.compress(pickle.dumps(([1, 2], [3, 4]), protocol=2), mtime=0), "three"),
+], ids=["not-a-pickle", "not-three-parts"])
 def test_wrong_files(tmp_path, content, match):
   path = tmp_path / "wrong.pkl.gz"
   path.write_bytes(content)
