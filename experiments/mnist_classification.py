@@ -29,13 +29,13 @@ import time
 from unittest import mock
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
 from iresflow.data import load_image_dataset
 from iresflow.nn import INVERSE_INFO, FixedPointSolver, inverse_info
 from iresflow.train import load_config, load_variables, train_and_evaluate
+from iresflow.train.tasks import ClassificationTask
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -45,7 +45,7 @@ N_INVERTED = 256
 def invert_test_images(workdir: str, images: np.ndarray) -> dict:
   """Maps ``images`` (uint8) to the trained classifier's features and back; errors and solver reports."""
   model, variables, _ = load_variables(workdir)
-  x = jnp.asarray(images, jnp.float32) / 255 - 0.5  # the classification task's input scaling
+  x = ClassificationTask(model, num_levels=256).model_input(None, images)  # the scaling the model trained on
   features = jax.jit(lambda x: model.apply(variables, x, method=model.features))(x)
   solver = FixedPointSolver(atol=1e-6, rtol=1e-6, max_iters=500)
   x_back, state = jax.jit(lambda f: model.apply(variables, f, solver=solver, method=model.inverse,
@@ -101,6 +101,7 @@ def main() -> None:
   # --quick: the trainer reads the synthetic images in place of MNIST.
   synthetic = (mock.patch("iresflow.train.setup.load_image_dataset", synthetic_mnist_loader) if args.quick
                else contextlib.nullcontext())
+  test_images = load_data("mnist", data_dir=args.data_dir).test_images[:16 if args.quick else N_INVERTED]
   with tempfile.TemporaryDirectory() as tmp, synthetic:
     for name, coeff in (("i-ResNet", 0.9), ("ResNet twin", None)):
       config = load_config(os.path.join(HERE, "configs", "mnist_classifier_cpu.py"))
@@ -120,7 +121,6 @@ def main() -> None:
       results["num_steps"] = config.num_steps
       print(f"{name}: test error {100 * results['test_error']:.2f}% after {config.num_steps} steps, "
             f"certified: {results.get('certified', 'n/a')}, {results['seconds']:.0f} s", flush=True)
-      test_images = load_data("mnist", data_dir=args.data_dir).test_images[:16 if args.quick else N_INVERTED]
       inverses[name] = invert_test_images(workdir, test_images)
       print(f"  inverse of {len(test_images)} test digits from their features: max error "
             f"{inverses[name]['max_abs_error']:.2e}, {inverses[name]['not_converged']} not converged", flush=True)
