@@ -3,12 +3,15 @@
 Builds the model, optimizer and jitted train step with ``iresflow.train.setup_training``, the function
 ``experiments/train.py`` runs (same model, task, EMA, gradient clipping, finiteness guard), on random
 uint8 images of the dataset's shape (``TrainingData.synthetic``: the time does not depend on the
-pixel values), and reports the compile time and the median step time, with blocks under ``nn.scan``
-and unrolled. Meant for an accelerator; on a CPU the full-size steps take minutes.
+pixel values), and reports the compile time and the median step time, with blocks under ``nn.scan``,
+unrolled, or as the default chooses for this backend (``unroll=None``: unrolled on CPU, scanned
+elsewhere). Meant for an accelerator; on a CPU the full-size steps take minutes.
 
     python benchmarks/full_size_step.py                          # mnist_flow and cifar10_flow
     python benchmarks/full_size_step.py --configs mnist_flow --unroll both --output out.json
     python benchmarks/full_size_step.py --quick                  # tiny digits_flow, seconds (a test runs it)
+    python benchmarks/full_size_step.py --configs mnist_flow --unroll default --compile-only
+                                                                 # compile time of the default on this backend
     JAX_PLATFORMS=cpu python benchmarks/full_size_step.py --flops --output docs/gpu/flops.json
                                                                  # FLOPs per step (XLA cost analysis)
 """
@@ -23,6 +26,7 @@ import time
 
 import jax
 
+from iresflow.core import loops
 from iresflow.train import TrainingData, setup_training
 from iresflow.train import load_config as load_config_file
 from iresflow.train.steps import Divergence
@@ -36,12 +40,12 @@ def load_config(name: str):
   return load_config_file(os.path.join(ROOT, "experiments", "configs", f"{name}.py"))
 
 
-def build_step(config_name: str, unroll: bool, blocks_per_stage: int | None = None):
+def build_step(config_name: str, unroll: bool | None, blocks_per_stage: int | None = None):
   """``(jitted train step, state, two batches, config)`` for ``config_name`` on synthetic data.
 
   The step is ``step(state, divergence, batch) -> (state, divergence, metrics)`` (see
-  ``iresflow.train.steps``). ``unroll`` unrolls the blocks and the series terms;
-  ``blocks_per_stage`` overrides the depth.
+  ``iresflow.train.steps``). ``unroll`` unrolls the blocks and the series terms (None: the
+  backend's default); ``blocks_per_stage`` overrides the depth.
   """
   config = load_config(config_name)
   config.model.unroll_blocks = unroll
@@ -70,14 +74,28 @@ def step_flops(config_name: str) -> float:
   return float(analysis["flops"]) * depths.pop()
 
 
-def time_step(config_name: str, unroll: bool, repeats: int, warmup: int = 2,
+def variant_name(unroll: bool | None) -> str:
+  return {False: "nn.scan", True: "unrolled", None: "default"}[unroll]
+
+
+def time_step(config_name: str, unroll: bool | None, repeats: int, warmup: int = 2,
               blocks_per_stage: int | None = None) -> dict:
-  """Compile time and step times of ``config_name``'s density train step."""
+  """Compile time and step times of ``config_name``'s density train step (``repeats=0``: compile only)."""
   train_step, state, batches, config = build_step(config_name, unroll, blocks_per_stage)
+  start = time.perf_counter()
   lowered = jax.jit(train_step, donate_argnums=0).lower(state, batches[0])
+  trace_s = time.perf_counter() - start
   start = time.perf_counter()
   compiled = lowered.compile()
   compile_s = time.perf_counter() - start
+  n_params = sum(p.size for p in jax.tree.leaves(state.params))
+  entry = {"config": config_name, "unroll_blocks": unroll, "unrolled": loops.resolve_unroll(unroll),
+           "variant": variant_name(unroll), "blocks": list(config.model.stages),
+           "hidden": config.model.residual.hidden, "batch": config.batch_size, "params": int(n_params),
+           "trace_s": trace_s, "compile_s": compile_s,
+           "device": jax.devices()[0].device_kind, "backend": jax.default_backend()}
+  if repeats == 0:
+    return entry
   times = []
   for i in range(warmup + repeats):
     start = time.perf_counter()
@@ -85,18 +103,16 @@ def time_step(config_name: str, unroll: bool, repeats: int, warmup: int = 2,
     loss = float(metrics["loss"])  # waits for the step
     if i >= warmup:
       times.append(time.perf_counter() - start)
-  n_params = sum(p.size for p in jax.tree.leaves(state.params))
-  return {"config": config_name, "unroll_blocks": unroll, "blocks": list(config.model.stages),
-          "hidden": config.model.residual.hidden, "batch": config.batch_size, "params": int(n_params),
-          "compile_s": compile_s, "times": times, "median_s": statistics.median(times),
-          "images_per_s": config.batch_size / statistics.median(times), "loss": loss,
-          "device": jax.devices()[0].device_kind, "backend": jax.default_backend()}
+  return {**entry, "times": times, "median_s": statistics.median(times),
+          "images_per_s": config.batch_size / statistics.median(times), "loss": loss}
 
 
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--configs", nargs="+", default=["mnist_flow", "cifar10_flow"])
-  parser.add_argument("--unroll", choices=["scan", "unrolled", "both"], default="both")
+  parser.add_argument("--unroll", choices=["scan", "unrolled", "both", "default"], default="both",
+                      help="both: nn.scan and unrolled; default: unroll=None, the backend's choice")
+  parser.add_argument("--compile-only", action="store_true", help="trace and compile, time no step")
   parser.add_argument("--repeats", type=int, default=10)
   parser.add_argument("--quick", action="store_true",
                       help="digits_flow with one block per stage, 1 timed step, nn.scan only")
@@ -115,16 +131,20 @@ def main() -> None:
         with open(args.output, "w") as f:
           json.dump({"backend": jax.default_backend(), "flops_per_step": flops}, f, indent=1)
     return
-  variants = {"scan": [False], "unrolled": [True], "both": [False, True]}[args.unroll]
+  variants = {"scan": [False], "unrolled": [True], "both": [False, True], "default": [None]}[args.unroll]
+  repeats = 0 if args.compile_only else args.repeats
   results = []
   for name in args.configs:
     for unroll in variants:
-      entry = (time_step(name, unroll, 1, warmup=1, blocks_per_stage=1) if args.quick
-               else time_step(name, unroll, args.repeats))
+      entry = (time_step(name, unroll, min(repeats, 1), warmup=1, blocks_per_stage=1) if args.quick
+               else time_step(name, unroll, repeats))
       results.append(entry)
-      print(f"{name} {'unrolled' if unroll else 'nn.scan'}: {entry['params']:,} parameters, compile "
-            f"{entry['compile_s']:.1f} s, step {1e3 * entry['median_s']:.1f} ms "
-            f"({entry['images_per_s']:.0f} images/s) on {entry['device']}", flush=True)
+      step = "" if repeats == 0 else (f", step {1e3 * entry['median_s']:.1f} ms "
+                                      f"({entry['images_per_s']:.0f} images/s)")
+      variant = entry["variant"] + (f" ({'unrolled' if entry['unrolled'] else 'nn.scan'})" if unroll is None else "")
+      print(f"{name} {variant}: "
+            f"{entry['params']:,} parameters, trace {entry['trace_s']:.1f} s, compile {entry['compile_s']:.1f} s"
+            f"{step} on {entry['device']}", flush=True)
       if args.output:
         with open(args.output, "w") as f:
           json.dump(results, f, indent=1)

@@ -90,7 +90,8 @@ def quartiles(times: list[float]) -> tuple[float, float, float]:
 class IresflowSide:
   """The workload as an ``IResNetFlow`` with a pure, jitted train step."""
 
-  def __init__(self, workload: Workload, gradient: str, n_terms: int = N_TERMS, unroll: bool = False):
+  def __init__(self, workload: Workload, gradient: str, n_terms: int = N_TERMS, unroll: bool | None = False,
+               remat: bool = False):
     import jax
     import jax.numpy as jnp
     import optax
@@ -113,7 +114,8 @@ class IresflowSide:
                                fc_residual=residual, **common)
       self.x = jnp.asarray(data(workload))
     self.batch = workload.batch
-    estimator = PowerSeries(n_terms=n_terms, n_probes=1, probe="gaussian", gradient=gradient, unroll=unroll)
+    estimator = PowerSeries(n_terms=n_terms, n_probes=1, probe="gaussian", gradient=gradient, unroll=unroll,
+                            remat=remat)
     self.solver = FixedPointSolver(atol=INVERSE_ATOL, rtol=0.0, max_iters=1000)
     variables = jax.jit(lambda key, x: self.model.init(key, x, estimator=estimator))(jax.random.key(0), self.x)
     self.params, self.spectral = variables["params"], variables["spectral"]
@@ -238,6 +240,8 @@ class NormflowsSide:
 SIDES = {"iresflow": IresflowSide, "iresflow-unrolled": functools.partial(IresflowSide, unroll=True),
          "normflows": NormflowsSide}
 OURS = ("iresflow", "iresflow-unrolled")
+# Memory is measured on the default configuration (unroll=None: unrolled on CPU, scanned elsewhere).
+MEMORY_SIDES = {"iresflow-default": functools.partial(IresflowSide, unroll=None)}
 
 
 def median(entry: dict) -> float:
@@ -322,14 +326,17 @@ class _PeakResident:
     self.peak = max(self.peak, self._read())
 
 
-def memory_child(side_name: str, workload: Workload, gradient: str, n_terms: int) -> int:
+def memory_child(side_name: str, workload: Workload, gradient: str, n_terms: int, remat: bool | None = None) -> int:
   """Bytes one training step needs beyond what is live before it (run in a fresh process).
 
   iresflow on CPU: XLA's memory analysis of the compiled step (its temporary buffers), since XLA:CPU
   keeps freed buffers for reuse and the resident set would not show the step's peak.
   """
-  side = SIDES[side_name](workload, gradient, n_terms)
-  if side_name in OURS:
+  if side_name in MEMORY_SIDES:
+    side = MEMORY_SIDES[side_name](workload, gradient, n_terms, remat=remat)
+  else:
+    side = SIDES[side_name](workload, gradient, n_terms)
+  if side_name in OURS + tuple(MEMORY_SIDES):
     import jax
     device = jax.devices()[0]
     if device.platform == "cpu":
@@ -352,12 +359,13 @@ def memory_child(side_name: str, workload: Workload, gradient: str, n_terms: int
   return meter.peak - before
 
 
-def peak_memory(side_name: str, workload: Workload, gradient: str, n_terms: int, quick: bool) -> int:
+def peak_memory(side_name: str, workload: Workload, gradient: str, n_terms: int, quick: bool,
+                remat: bool | None = None) -> int:
   env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
          "MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0",
          "XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
   command = [sys.executable, os.path.abspath(__file__), "--memory-child",
-             json.dumps([side_name, workload.name, gradient, n_terms])] + (["--quick"] if quick else [])
+             json.dumps([side_name, workload.name, gradient, n_terms, remat])] + (["--quick"] if quick else [])
   out = subprocess.run(command, capture_output=True, text=True, env=env, timeout=1200)
   if out.returncode:
     raise RuntimeError(f"memory measurement {side_name}/{workload.name}/{gradient}/{n_terms} failed:\n"
@@ -448,8 +456,12 @@ def report(results: dict, command: str) -> str:
       "Times are medians with the interquartile range in brackets; ratio = normflows / iresflow "
       "(above 1: iresflow faster).", "",
       "## Training step", "",
-      "iresflow runs each stage's blocks under one `nn.scan` by default (compile time flat in depth); "
-      "`unroll_blocks=True` + `PowerSeries(unroll=True)` trace every block and series term instead.", "",
+      "Two explicit options: each stage's blocks under one `nn.scan` and the series terms in one loop body "
+      "(`unroll_blocks=False`, `PowerSeries(unroll=False)`; compile time flat in depth), or every block and term "
+      "traced (`unroll_blocks=True`, `PowerSeries(unroll=True)`). The default (`None` for both) is the "
+      f"**{'unrolled' if results['default_unroll'] else 'nn.scan'}** column on this backend "
+      "(`iresflow.core.loops`). With the Neumann gradient the default also recomputes `g` in the backward pass "
+      "(`PowerSeries(remat=None)`, see the memory table).", "",
       "| workload / gradient | parameters (ours / theirs) | iresflow nn.scan ms | iresflow unrolled ms | "
       "normflows ms | ratio (scan) | ratio (unrolled) | compile scan / unrolled (s) |",
       "|---|---|---:|---:|---:|---:|---:|---:|",
@@ -460,6 +472,14 @@ def report(results: dict, command: str) -> str:
                  f"{_fmt_times(unrolled['times'])} | {_fmt_times(theirs['times'])} | "
                  f"**{median(theirs) / median(scan):.2f}** | **{median(theirs) / median(unrolled):.2f}** | "
                  f"{scan['compile_s']:.1f} / {unrolled['compile_s']:.1f} |")
+  default_side = default_variant(results)
+  lines += ["", "Default configuration against the faster explicit option (ratio = best ms / default ms; 1.00 "
+            "when the default is the faster one):", "", "| workload / gradient | default | default ms | faster option "
+            "| ratio |", "|---|---|---:|---|---:|"]
+  for name, entry in results["train"].items():
+    best = best_ours(entry)
+    lines.append(f"| {name} | {default_side} | {median(entry[default_side]) * 1e3:.1f} | {best} | "
+                 f"**{median(entry[best]) / median(entry[default_side]):.2f}** |")
   lines += ["", "## Sampling (prior draw + fixed-point inverse of every block to max residual 1e-5)", "",
             "| workload | samples per call | iresflow nn.scan ms | iresflow unrolled ms | normflows ms | "
             "ratio (best iresflow) | best iresflow samples/s | normflows samples/s | "
@@ -487,15 +507,30 @@ def report(results: dict, command: str) -> str:
             + ", ".join(f"{n} blocks: {t:.2f} s" for n, t in results["compile"].items())
             + f"): ratio **{list(results['compile'].values())[-1] / list(results['compile'].values())[0]:.2f}**.",
             ""]
-  lines += ["## Issue #7 targets", "", "| target | measured | met |", "|---|---|---|"]
+  lines += ["## Targets (issues #7 and #15)", "", "| target | measured | met |", "|---|---|---|"]
   for target, measured, met in results["targets"]:
     lines.append(f"| {target} | {measured} | {'yes' if met else '**no**'} |")
   lines.append("")
   return "\n".join(lines)
 
 
+def default_variant(results: dict) -> str:
+  """The side that iresflow's default configuration is on the measured backend."""
+  return "iresflow-unrolled" if results["default_unroll"] else "iresflow"
+
+
 def targets(results: dict) -> list[tuple[str, str, bool]]:
   rows = []
+  default_side = default_variant(results)
+  default_ratios = {name: median(e[best_ours(e)]) / median(e[default_side]) for name, e in results["train"].items()}
+  worst = min(default_ratios, key=default_ratios.get)
+  rows.append(("#15: default configuration >= 0.95x the speed of the best explicit option",
+               f"lowest {default_ratios[worst]:.2f} ({worst})", default_ratios[worst] >= 0.95))
+  memory = results["memory"]["rows"]
+  ours, theirs = memory["iresflow / neumann, remat=True"], memory["normflows / neumann"]
+  ratio = max(ours[n] / theirs[n] for n in ("2", "20"))
+  rows.append(("#15: Neumann-gradient step memory (default, remat) <= normflows' reduce_memory, 2 and 20 terms",
+               f"largest ratio {ratio:.2f}", ratio <= 1.0))
   train_ratios = {name: median(e["normflows"]) / median(e[best_ours(e)]) for name, e in results["train"].items()}
   worst = min(train_ratios, key=train_ratios.get)
   rows.append(("training step >= 2x faster, both workloads and gradients (best iresflow variant)",
@@ -507,7 +542,7 @@ def targets(results: dict) -> list[tuple[str, str, bool]]:
   u = results["utilisation"]
   share = u["step_flops_per_s"] / u["matmul_flops_per_s"]
   rows.append(("image step >= 50% of matmul FLOP/s", f"{100 * share:.0f}%", share >= 0.5))
-  neumann = results["memory"]["rows"]["iresflow / neumann"]
+  neumann = results["memory"]["rows"]["iresflow / neumann, remat=True"]
   ratio = neumann["20"] / max(neumann["2"], 1)
   rows.append(("Neumann gradient: peak(20 terms) <= 1.2x peak(2 terms)", f"{ratio:.2f}", ratio <= 1.2))
   depths = list(results["compile"].values())
@@ -523,8 +558,8 @@ def main() -> None:
   args = parser.parse_args()
   by_name = {w.name: w for w in workloads(args.quick)}
   if args.memory_child:
-    side_name, workload_name, gradient, n_terms = json.loads(args.memory_child)
-    print(memory_child(side_name, by_name[workload_name], gradient, n_terms))
+    side_name, workload_name, gradient, n_terms, remat = json.loads(args.memory_child)
+    print(memory_child(side_name, by_name[workload_name], gradient, n_terms, remat))
     return
 
   import jax
@@ -533,6 +568,8 @@ def main() -> None:
   results = {"machine": machine_description(), "train": {}, "sample": {}}
   backend = "GPU" if jax.default_backend() == "gpu" else "CPU"
   results["backend"] = backend
+  from iresflow.core import loops
+  results["default_unroll"] = loops.unroll_by_default()
   print(results["machine"], flush=True)
   for workload in by_name.values():
     for gradient in ("neumann",) if args.quick else ("backprop", "neumann"):
@@ -546,10 +583,14 @@ def main() -> None:
 
   image = by_name["image"]
   rows = {}
-  for side in ("iresflow", "normflows"):
-    for gradient in ("neumann",) if args.quick else ("backprop", "neumann"):
-      rows[f"{side} / {gradient}"] = {str(n): peak_memory(side, image, gradient, n, args.quick) for n in (2, 20)}
-      print("memory", side, gradient, rows[f"{side} / {gradient}"], flush=True)
+  cells = [("iresflow-default", gradient, remat) for gradient in ("backprop", "neumann") for remat in (False, True)]
+  cells += [("normflows", gradient, None) for gradient in ("backprop", "neumann")]
+  if args.quick:
+    cells = [("iresflow-default", "neumann", True), ("normflows", "neumann", None)]
+  for side, gradient, remat in cells:
+    name = f"{side.split('-')[0]} / {gradient}" + ("" if remat is None else f", remat={remat}")
+    rows[name] = {str(n): peak_memory(side, image, gradient, n, args.quick, remat) for n in (2, 20)}
+    print("memory", name, rows[name], flush=True)
   how = ("allocators' peak counters (JAX memory_stats, torch.cuda.max_memory_allocated)" if backend == "GPU"
          else "fresh process per cell; iresflow: XLA's memory analysis of the compiled step (temporary "
               "buffers), normflows: rise of the resident set during the step")

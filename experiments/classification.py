@@ -72,7 +72,6 @@ def main() -> None:
         config.data_dir = args.data_dir
         config.seed = seed
         config.model.residual.constraint.coeff = coeff
-        config.model.unroll_blocks = True  # same model; several times faster on CPU (docs/benchmarks.md)
         config.progress = False
         config.checkpoint_every = 0
         if args.steps:

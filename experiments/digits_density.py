@@ -76,8 +76,8 @@ def main() -> None:
   x_init = jnp.asarray(data.train_images[:64], jnp.float32) / data.num_levels - 0.5
 
   residual = ResidualSpec(hidden=hidden, activation="elu", constraint=LipschitzConstraint(coeff=0.9))
-  iresnet = IResNetFlow(data_shape=data.image_shape, stages=stages, residual=residual, unroll_blocks=True)
-  series = PowerSeries(n_terms=5, unroll=True)
+  iresnet = IResNetFlow(data_shape=data.image_shape, stages=stages, residual=residual)
+  series = PowerSeries(n_terms=5)
   ires_vars = iresnet.init(jax.random.key(0), x_init, estimator=series)
   n_ires = parameter_count(ires_vars["params"])
   glow_hidden = matching_width(lambda h: GlowImageFlow(stages, h), n_ires, x_init)

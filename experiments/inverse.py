@@ -96,8 +96,6 @@ def main() -> None:
       single = single_block_curves(c, x_squeezed, iterations)
       config = load_config(os.path.join(HERE, "configs", "digits_flow.py"))
       config.model.residual.constraint.coeff = c
-      config.model.unroll_blocks = True  # same model; several times faster on CPU (docs/benchmarks.md)
-      config.estimator.unroll = True
       config.num_steps = steps_per_flow
       config.checkpoint_every = 0
       config.progress = False

@@ -6,7 +6,7 @@ wall-clock budget on the 60,000 training images and evaluated by the paper's pro
 * i-ResNet (iresflow): squeeze to 14x14x4, 4 blocks, squeeze to 7x7x16, 4 blocks; each block ActNorm ->
   ``x + g(x)``, g = 3x3 -> 1x1 -> 3x3 convolutions with ``hidden`` channels, LipSwish before each
   (pre-activation), spectral normalisation to c = 0.9. Trained with the 5-term power series and one
-  Gaussian probe (backprop through the series); blocks unrolled (the fast path on a CPU).
+  Gaussian probe (backprop through the series); blocks and terms unrolled (the default on a CPU).
 * Glow-style (``iresflow.baselines.GlowImageFlow``): the same squeezes and stages, each step ActNorm ->
   invertible 1x1 mixing -> affine coupling; coupling width chosen to match the i-ResNet's parameters.
 * normflows 1.7.3 (PyTorch): the i-ResNet's architecture from its parts (``Squeeze``, ``ActNorm``,
@@ -127,8 +127,8 @@ class JaxSide:
 
 def iresnet_side(stages, hidden, x_init, preprocessing) -> JaxSide:
   residual = ResidualSpec(hidden=hidden, constraint=LipschitzConstraint(coeff=COEFF))
-  model = IResNetFlow(data_shape=(28, 28, 1), stages=stages, residual=residual, unroll_blocks=True)
-  series = PowerSeries(n_terms=N_TERMS, unroll=True)
+  model = IResNetFlow(data_shape=(28, 28, 1), stages=stages, residual=residual)
+  series = PowerSeries(n_terms=N_TERMS)
   variables = model.init(jax.random.key(0), x_init, estimator=series)
 
   def train_log_prob(v, x, key):

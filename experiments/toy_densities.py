@@ -69,8 +69,8 @@ def main() -> None:
   points = jnp.asarray(np.stack(np.meshgrid(xs, xs), -1).reshape(-1, 2))
 
   residual = ResidualSpec(hidden=hidden, dense_layers=3, activation="lipswish", constraint=LipschitzConstraint(0.9))
-  iresnet = IResNetFlow(data_shape=(2,), stages=(), fc_blocks=n_blocks, fc_residual=residual, unroll_blocks=True)
-  series = PowerSeries(n_terms=5, unroll=True)
+  iresnet = IResNetFlow(data_shape=(2,), stages=(), fc_blocks=n_blocks, fc_residual=residual)
+  series = PowerSeries(n_terms=5)
   exact = ExactLogDet()
   results, images = {}, {}
   for toy in toys:

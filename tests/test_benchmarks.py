@@ -14,7 +14,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 @pytest.mark.parametrize("script,expected", [
     ("compile_time.py", ["| blocks | compile (s) |", "| 4 |"]),
     ("memory.py", ["| neumann |", "| backprop |"]),
-    ("full_size_step.py", ["digits_flow nn.scan: ", " parameters, compile ", "images/s) on cpu"]),
+    ("full_size_step.py", ["digits_flow nn.scan: ", " parameters, trace ", ", compile ", "images/s) on cpu"]),
 ])
 def test_benchmark_quick_mode(script, expected):
   out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--quick"],
@@ -33,7 +33,8 @@ def test_normflows_comparison_quick_mode(tmp_path):
                         "--output-dir", str(tmp_path)], capture_output=True, text=True, timeout=900, cwd=ROOT,
                        env={**os.environ, "PYTHONPATH": str(ROOT)})
   assert out.returncode == 0, out.stderr[-3000:]
-  for text in ("| toy / neumann |", "| image / neumann |", "| iresflow / neumann |", "## Issue #7 targets"):
+  for text in ("| toy / neumann |", "| image / neumann |", "| iresflow / neumann, remat=True |",
+               "| normflows / neumann |", "## Targets (issues #7 and #15)", "#15: default configuration"):
     assert text in out.stdout
   assert {"vs_normflows.md", "vs_normflows.json", "vs_normflows.png"} <= {p.name for p in tmp_path.iterdir()}
 

@@ -13,7 +13,7 @@ def get_config():
   config = default_config()
   config.task = "classification"
   config.dataset = "mnist"
-  config.model = dict(stages=(2, 2, 2), stage_hidden=(16, 32, 64), injective_padding=3, unroll_blocks=True,
+  config.model = dict(stages=(2, 2, 2), stage_hidden=(16, 32, 64), injective_padding=3,
                       residual=dict(activation="elu", constraint=dict(coeff=0.9)))
   config.optimizer = "adam"
   config.learning_rate = 2e-3

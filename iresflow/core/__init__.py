@@ -7,24 +7,26 @@ Modules (each readable on its own):
 * :mod:`~iresflow.core.logdet` -- ``ln det(I + J_g)``: power series (Algorithm 2), roulette, exact, bounds.
 * :mod:`~iresflow.core.estimators` -- the log-det estimators as settings objects.
 * :mod:`~iresflow.core.precision` -- matmul precision for the computations that must be accurate.
+* :mod:`~iresflow.core.loops` -- rolled or unrolled loops per backend (unrolled on CPU by default).
 
 The names below are the public API of the core; everything else is an implementation detail.
 """
 
-from iresflow.core import estimators, fixed_point, logdet, precision, spectral
+from iresflow.core import estimators, fixed_point, logdet, loops, precision, spectral
 from iresflow.core.estimators import ExactLogDet, LogDetEstimator, PowerSeries, Roulette
 from iresflow.core.fixed_point import (FixedPointInfo, FixedPointSolver, banach_iterations, fixed_point_inverse,
                                        merge_infos)
 from iresflow.core.logdet import (accumulation_dtype, exact_logdet, exact_series, logdet_bounds,
                                   power_series_logdet, residual_jacobians, roulette_logdet, sample_probes,
                                   series_truncation_bound)
+from iresflow.core.loops import unroll_by_default
 from iresflow.core.precision import with_matmul_precision
 from iresflow.core.spectral import (conv_norm_bound, conv_operator_norm, dense_norm_bound, lanczos_iteration,
                                     power_iteration, soft_normalize)
 
 __all__ = [
     # modules
-    "estimators", "fixed_point", "logdet", "precision", "spectral",
+    "estimators", "fixed_point", "logdet", "loops", "precision", "spectral",
     # spectral norms (Sec. 2.1)
     "conv_norm_bound", "conv_operator_norm", "dense_norm_bound", "lanczos_iteration", "power_iteration",
     "soft_normalize",
@@ -34,6 +36,6 @@ __all__ = [
     "ExactLogDet", "LogDetEstimator", "PowerSeries", "Roulette", "accumulation_dtype", "exact_logdet",
     "exact_series", "logdet_bounds", "power_series_logdet", "residual_jacobians", "roulette_logdet",
     "sample_probes", "series_truncation_bound",
-    # precision
-    "with_matmul_precision",
+    # precision and loops
+    "with_matmul_precision", "unroll_by_default",
 ]

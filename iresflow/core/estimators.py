@@ -20,7 +20,7 @@ from typing import ClassVar, Union
 
 import jax
 
-from iresflow.core import logdet, precision as precision_lib, validation
+from iresflow.core import logdet, loops, precision as precision_lib, validation
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,13 +57,20 @@ class PowerSeries:
     gradient: ``'backprop'`` (through every term, the paper's) or ``'neumann'`` (Residual Flows'
       Neumann-series gradient, memory flat in ``n_terms``).
     unroll: trace every term instead of one loop body (longer compile; much faster on XLA:CPU).
+      None (default): unrolled on CPU, a loop on other backends (:mod:`iresflow.core.loops`).
+    remat: recompute ``g``'s forward in the backward pass instead of keeping its activations
+      (with ``'neumann'`` only the Neumann vector is kept): less memory, the same gradients (reverse
+      mode only), one more forward of ``g`` per block (the whole series with ``'backprop'``).
+      None (default): with ``'neumann'`` only (docs/benchmarks.md: less memory than normflows'
+      ``reduce_memory``, and no slower on a CPU).
   """
 
   n_terms: int = 5
   n_probes: int = 1
   probe: str = "gaussian"
   gradient: str = "backprop"
-  unroll: bool = False
+  unroll: bool | None = None
+  remat: bool | None = None
   needs_key: ClassVar[bool] = True
 
   def __post_init__(self):
@@ -71,10 +78,13 @@ class PowerSeries:
     validation.check_positive_int(self.n_probes, "n_probes")
     _check_choice(self.probe, logdet.PROBES, "probe")
     _check_choice(self.gradient, logdet.GRADIENTS, "gradient")
+    loops.check_unroll(self.unroll)
+    if self.remat is not None:
+      _check_bool(self.remat, "remat")
 
   def __call__(self, key: jax.Array, g: logdet.ResidualFn, x: jax.Array) -> tuple[jax.Array, jax.Array]:
     return logdet.power_series_logdet(key, g, x, n_terms=self.n_terms, n_probes=self.n_probes, probe=self.probe,
-                                      gradient=self.gradient, unroll=self.unroll)
+                                      gradient=self.gradient, unroll=self.unroll, remat=self.remat)
 
   def describe(self) -> str:
     return f"power series, {self.n_terms} terms, {self.n_probes} {self.probe} probes"
@@ -92,6 +102,10 @@ class Roulette:
     max_terms: cap on the number of terms (a bias below float32 resolution with the defaults).
     n_probes: Hutchinson probes per example.
     probe: ``'gaussian'`` or ``'rademacher'``.
+    unroll: trace the exact terms one by one (the random extra terms always run in a loop).
+      None (default): on CPU only (:mod:`iresflow.core.loops`).
+    remat: recompute ``g``'s forward in the backward pass, keeping only the Neumann vector (see
+      ``PowerSeries``). None (default): on, as for ``PowerSeries`` with the Neumann gradient.
   """
 
   n_exact_terms: int = 2
@@ -101,10 +115,15 @@ class Roulette:
   max_terms: int = 100
   n_probes: int = 1
   probe: str = "gaussian"
+  unroll: bool | None = None
+  remat: bool | None = None
   needs_key: ClassVar[bool] = True
 
   def __post_init__(self):
     validation.check_positive_int(self.n_exact_terms, "n_exact_terms")
+    loops.check_unroll(self.unroll)
+    if self.remat is not None:
+      _check_bool(self.remat, "remat")
     validation.check_positive_int(self.max_terms, "max_terms")
     validation.check_positive_int(self.n_probes, "n_probes")
     _check_choice(self.distribution, logdet.ROULETTE_DISTRIBUTIONS, "distribution")
@@ -119,7 +138,8 @@ class Roulette:
   def __call__(self, key: jax.Array, g: logdet.ResidualFn, x: jax.Array) -> tuple[jax.Array, jax.Array]:
     return logdet.roulette_logdet(key, g, x, n_exact_terms=self.n_exact_terms, distribution=self.distribution,
                                   geometric_p=self.geometric_p, poisson_rate=self.poisson_rate,
-                                  max_terms=self.max_terms, n_probes=self.n_probes, probe=self.probe)
+                                  max_terms=self.max_terms, n_probes=self.n_probes, probe=self.probe,
+                                  unroll=self.unroll, remat=self.remat)
 
   def describe(self) -> str:
     return (f"unbiased Russian-roulette series ({self.n_exact_terms} exact terms, {self.distribution}, at most "
@@ -135,6 +155,11 @@ def check_estimator(estimator, name: str = "estimator") -> None:
   if not isinstance(estimator, tuple(ESTIMATORS.values())):
     raise TypeError(f"{name}: expected ExactLogDet(), PowerSeries(...) or Roulette(...) from "
                     f"iresflow.core, got {estimator!r}")
+
+
+def _check_bool(value, name: str) -> None:
+  if not isinstance(value, bool):
+    raise TypeError(f"{name}: expected True or False, got {value!r}")
 
 
 def _check_choice(value, choices, name: str) -> None:

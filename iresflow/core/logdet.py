@@ -12,7 +12,10 @@ products of one ``jax.vjp`` of ``g``. Truncation biases the estimate; Theorem 3 
 
 Beyond the paper (Residual Flows, Chen et al. 2019): :func:`roulette_logdet` is unbiased (Russian
 roulette over the number of terms), and the Neumann-series gradient of ``gradient='neumann'`` keeps
-memory flat in the number of terms.
+memory flat in the number of terms. ``remat=True`` keeps nothing of the estimate for the backward
+pass but the input (and the Neumann vector): ``g``'s forward is recomputed there (a ``custom_vjp``),
+so a deep flow's step no longer holds every block's activations. Such an estimate is
+differentiable in reverse mode only (``jax.grad``/``jax.vjp``, not ``jax.jvp``/``jacfwd``).
 
 All estimators take a batched residual function ``g: (batch, ...) -> (batch, ...)`` that treats
 each example separately, and return ``(g(x), logdet)`` with ``logdet`` of shape ``(batch,)``:
@@ -32,7 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from iresflow.core import precision as precision_lib, validation
+from iresflow.core import loops, precision as precision_lib, validation
 
 ResidualFn = Callable[[jax.Array], jax.Array]
 
@@ -94,13 +97,13 @@ def _probe_vector_jacobian(vjp_fn, n_probes: int):
   return jax.vmap(lambda w: vjp_fn(w)[0])
 
 
-def _series_loop(vjp_fn, v: jax.Array, n_terms, term_weight, neumann: bool, unroll: bool = False):
+def _series_loop(vjp_fn, v: jax.Array, n_terms, term_weight, neumann: bool, n_unrolled: int = 0):
   """Runs ``w^T <- w^T J_g`` for ``k = 1..n_terms`` and accumulates the weighted series.
 
   Returns ``(value, neumann_w)``: ``value[probe, example] = sum_k (-1)^{k+1} c_k v^T J^k v / k`` and,
   if ``neumann``, ``neumann_w = sum_{k=0}^{n-1} (-1)^k c_{k+1} v^T J^k`` (else None), where ``c_k`` is
-  ``term_weight(k)``. ``n_terms`` may be traced (then the loop is a ``while_loop``); ``unroll``
-  (static ``n_terms`` only) traces every term instead of one loop body.
+  ``term_weight(k)``. The first ``n_unrolled`` terms (a static count) are traced one by one, the
+  rest run in one loop body; ``n_terms`` may be traced (then that loop is a ``while_loop``).
   """
   dtype = accumulation_dtype(v.dtype)  # w stays in v's dtype; sums are accumulated in this one
   vector_jacobian = _probe_vector_jacobian(vjp_fn, v.shape[0])
@@ -116,15 +119,86 @@ def _series_loop(vjp_fn, v: jax.Array, n_terms, term_weight, neumann: bool, unro
 
   value = jnp.zeros(v.shape[:2], dtype)
   carry = (v, value, jnp.zeros(v.shape, dtype) if neumann else None)
-  _, value, neumann_w = jax.lax.fori_loop(1, n_terms + 1, add_term, carry, unroll=unroll)
+  static_count = isinstance(n_terms, int)
+  if static_count:
+    n_unrolled = min(n_unrolled, n_terms)
+  for k in range(1, n_unrolled + 1):
+    carry = add_term(k, carry)
+    if k < n_unrolled and neumann:
+      # Term k + 1 starts from w + 0 * (sums so far): XLA:CPU's scheduler would otherwise defer the
+      # sums of unrolled terms and keep every v^T J^k alive until the end (memory growing with n).
+      w, value, neumann_w = carry
+      tie = jnp.zeros((), dtype) * (value.reshape(-1)[0] + neumann_w.reshape(-1)[0])
+      carry = (w + tie.astype(w.dtype), value, neumann_w)
+  if not static_count or n_unrolled < n_terms:
+    carry = jax.lax.fori_loop(n_unrolled + 1, n_terms + 1, add_term, carry)
+  _, value, neumann_w = carry
   return value, neumann_w
 
 
-def _with_neumann_gradient(vjp_fn, v, value, neumann_w):
-  """``value`` forward; backward the gradient of ``w^T J_g v`` (Chen et al. 2019, eq. 8)."""
+def _neumann_surrogate(vjp_fn, v: jax.Array, neumann_w: jax.Array) -> jax.Array:
+  """``w^T J_g v`` per probe and example; its gradient is the Neumann-series gradient (Chen et al. 2019, eq. 8)."""
   vector_jacobian = _probe_vector_jacobian(vjp_fn, v.shape[0])
-  surrogate = _per_example_dot(vector_jacobian(jax.lax.stop_gradient(neumann_w).astype(v.dtype)), v, 2)
+  return _per_example_dot(vector_jacobian(neumann_w.astype(v.dtype)), v, 2)
+
+
+def _with_neumann_gradient(vjp_fn, v, value, neumann_w):
+  """``value`` forward; backward the gradient of ``w^T J_g v`` with ``w`` held constant."""
+  surrogate = _neumann_surrogate(vjp_fn, v, jax.lax.stop_gradient(neumann_w))
   return jax.lax.stop_gradient(value) + surrogate - jax.lax.stop_gradient(surrogate)
+
+
+def _rematerialized(forward, differentiable, g: ResidualFn, x: jax.Array, key: jax.Array
+                    ) -> tuple[jax.Array, jax.Array]:
+  """``forward``'s estimate; in the backward pass ``differentiable`` is recomputed and differentiated.
+
+  Args:
+    forward: ``forward(g, x, key) -> (g(x), logdet, saved)``, where ``saved`` is all the backward pass
+      keeps besides ``x``, ``g``'s arrays and ``key`` (the Neumann vector, or None).
+    differentiable: ``differentiable(g, x, key, saved) -> (g(x), logdet)``, a function whose
+      vector-Jacobian product is the estimator's gradient.
+    g: the residual function; the arrays it closes over (its weights) get gradients.
+    x: inputs.
+    key: the estimator's key (probes are drawn again from it in the backward pass).
+
+  A ``custom_vjp`` rather than ``jax.checkpoint``: XLA:CPU removes the optimization barriers that
+  ``jax.checkpoint`` relies on and then merges the recomputation back into the forward pass, so
+  nothing is saved there. Here the recomputation starts from ``x + 0 * cotangent``: it cannot run
+  (or be merged with anything) before the cotangent exists, on any backend, unless both cotangents
+  are compile-time constants.
+  """
+  g_open, weights = jax.closure_convert(g, x)
+  close = lambda weights: (lambda z: g_open(z, *weights))
+
+  def forward_in_order(x, weights, key):
+    gx, value, saved = forward(close(weights), x, key)
+    # g(x) + 0 * log-det: whatever consumes g(x) (the next block) waits for this block's series, so
+    # the series of several blocks are not kept in flight together (XLA:CPU's scheduler otherwise
+    # interleaves unrolled series, and their buffers add up).
+    gx = gx + (jnp.zeros((), value.dtype) * value.reshape(-1)[0]).astype(gx.dtype)
+    return gx, value, saved
+
+  @jax.custom_vjp
+  def run(x, weights, key):
+    gx, value, _ = forward_in_order(x, weights, key)
+    return gx, value
+
+  def run_forward(x, weights, key):
+    gx, value, saved = forward_in_order(x, weights, key)
+    return (gx, value), (x, weights, key, saved)
+
+  def run_backward(residuals, cotangents):
+    x, weights, key, saved = residuals
+    # Zero, but computed from both cotangents (in a flow at least the one of g(x) is data, where the
+    # log-det's is often a constant that XLA would fold).
+    first_entries = [c.reshape(-1)[0].astype(jnp.float32) for c in cotangents]
+    tie = (jnp.zeros((), jnp.float32) * (first_entries[0] + first_entries[1])).astype(x.dtype)
+    _, vjp_fn = jax.vjp(lambda x, weights: differentiable(close(weights), x, key, saved), x + tie, weights)
+    x_cotangent, weights_cotangent = vjp_fn(cotangents)
+    return x_cotangent, weights_cotangent, None
+
+  run.defvjp(run_forward, run_backward)
+  return run(x, weights, key)
 
 
 def power_series_logdet(
@@ -136,7 +210,8 @@ def power_series_logdet(
     n_probes: int = 1,
     probe: str = "gaussian",
     gradient: str = "backprop",
-    unroll: bool = False,
+    unroll: bool | None = None,
+    remat: bool | None = None,
 ) -> tuple[jax.Array, jax.Array]:
   """Truncated power-series estimate of ``ln det(I + J_g(x))`` per example (Algorithm 2, eq. 5).
 
@@ -166,6 +241,11 @@ def power_series_logdet(
     unroll: trace all ``n_terms`` vector-Jacobian products instead of one loop body. Compile
       time then grows with ``n_terms``; on XLA:CPU the step runs several times faster, because
       convolutions inside a loop body are emitted as naive loops there (see docs/benchmarks.md).
+      None (default): unrolled on CPU, a loop elsewhere (:mod:`iresflow.core.loops`).
+    remat: recompute ``g``'s forward in the backward pass instead of storing its activations;
+      only ``x``, ``g``'s weights and, for ``'neumann'``, the vector ``w`` are kept. Same values
+      and gradients (reverse mode only); one more forward of ``g`` (with ``'backprop'``, of the
+      whole series) per backward pass. None (default): with ``'neumann'`` only.
 
   Returns:
     ``(g(x), logdet)`` with ``logdet`` of shape ``(batch,)``.
@@ -176,15 +256,33 @@ def power_series_logdet(
   validation.check_positive_int(n_probes, "n_probes")
   if gradient not in GRADIENTS:
     raise ValueError(f"gradient: expected one of {GRADIENTS}, got {gradient!r}")
-  gx, vjp_fn = jax.vjp(g, x)
-  v = sample_probes(key, (n_probes,) + x.shape, x.dtype, probe)
+  if remat is not None and not isinstance(remat, bool):
+    raise TypeError(f"remat: expected True, False or None, got {remat!r}")
+  n_unrolled = n_terms if loops.resolve_unroll(unroll) else 0
   ones = lambda k: jnp.ones((), accumulation_dtype(x.dtype))
-  if gradient == "backprop":
-    value, _ = _series_loop(vjp_fn, v, n_terms, ones, neumann=False, unroll=unroll)
-  else:
-    value, neumann_w = _series_loop(jax.lax.stop_gradient(vjp_fn), v, n_terms, ones, neumann=True, unroll=unroll)
-    value = _with_neumann_gradient(vjp_fn, v, value, neumann_w)
-  return gx, jnp.mean(value, axis=0)
+  probes = lambda key, x: sample_probes(key, (n_probes,) + x.shape, x.dtype, probe)
+
+  def forward(g, x, key, with_gradient=False):
+    gx, vjp_fn = jax.vjp(g, x)
+    v = probes(key, x)
+    if gradient == "backprop":
+      value, _ = _series_loop(vjp_fn, v, n_terms, ones, neumann=False, n_unrolled=n_unrolled)
+      return gx, jnp.mean(value, axis=0), None
+    value, neumann_w = _series_loop(jax.lax.stop_gradient(vjp_fn), v, n_terms, ones, neumann=True,
+                                    n_unrolled=n_unrolled)
+    if with_gradient:
+      value = _with_neumann_gradient(vjp_fn, v, value, neumann_w)
+    return gx, jnp.mean(value, axis=0), neumann_w
+
+  def differentiable(g, x, key, neumann_w):
+    if gradient == "backprop":
+      return forward(g, x, key)[:2]
+    gx, vjp_fn = jax.vjp(g, x)
+    return gx, jnp.mean(_neumann_surrogate(vjp_fn, probes(key, x), neumann_w), axis=0)
+
+  if (gradient == "neumann" if remat is None else remat):
+    return _rematerialized(forward, differentiable, g, x, key)
+  return forward(g, x, key, with_gradient=True)[:2]
 
 
 ROULETTE_DISTRIBUTIONS = ("geometric", "poisson")
@@ -218,6 +316,8 @@ def roulette_logdet(
     max_terms: int = 100,
     n_probes: int = 1,
     probe: str = "gaussian",
+    unroll: bool | None = None,
+    remat: bool | None = None,
 ) -> tuple[jax.Array, jax.Array]:
   """Unbiased Russian-roulette estimate of ``ln det(I + J_g(x))`` (Residual Flows, Chen et al. 2019).
 
@@ -245,6 +345,10 @@ def roulette_logdet(
     max_terms: cap on the total number of terms (``>= n_exact_terms``).
     n_probes: Hutchinson probes per example.
     probe: ``'gaussian'`` or ``'rademacher'``.
+    unroll: trace the ``n_exact_terms`` terms one by one (the random extra terms always run in a
+      loop). None (default): on CPU only (:mod:`iresflow.core.loops`).
+    remat: recompute ``g``'s forward in the backward pass, keeping only ``x``, the parameters and
+      the Neumann vector (see :func:`power_series_logdet`). None (default): on.
 
   Returns:
     ``(g(x), logdet)`` with ``logdet`` of shape ``(batch,)``.
@@ -266,21 +370,39 @@ def roulette_logdet(
     parameter = poisson_rate
   else:
     raise ValueError(f"distribution: expected one of {ROULETTE_DISTRIBUTIONS}, got {distribution!r}")
-  probe_key, count_key = jax.random.split(key)
-  if distribution == "geometric":
-    extra = jax.random.geometric(count_key, geometric_p) - 1  # jax's geometric counts trials, >= 1
-  else:
-    extra = jax.random.poisson(count_key, poisson_rate)
-  n_terms = n_exact_terms + jnp.minimum(extra, max_terms - n_exact_terms)
+  if remat is not None and not isinstance(remat, bool):
+    raise TypeError(f"remat: expected True, False or None, got {remat!r}")
+  n_unrolled = n_exact_terms if loops.resolve_unroll(unroll) else 0
 
   def term_weight(k):
     j = k - n_exact_terms
     return jnp.where(j <= 0, 1.0, 1.0 / roulette_tail_probability(j, distribution, parameter))
 
-  gx, vjp_fn = jax.vjp(g, x)
-  v = sample_probes(probe_key, (n_probes,) + x.shape, x.dtype, probe)
-  value, neumann_w = _series_loop(jax.lax.stop_gradient(vjp_fn), v, n_terms, term_weight, neumann=True)
-  return gx, jnp.mean(_with_neumann_gradient(vjp_fn, v, value, neumann_w), axis=0)
+  def probes(key, x):
+    return sample_probes(jax.random.split(key)[0], (n_probes,) + x.shape, x.dtype, probe)
+
+  def forward(g, x, key, with_gradient=False):
+    count_key = jax.random.split(key)[1]
+    if distribution == "geometric":
+      extra = jax.random.geometric(count_key, geometric_p) - 1  # jax's geometric counts trials, >= 1
+    else:
+      extra = jax.random.poisson(count_key, poisson_rate)
+    n_terms = n_exact_terms + jnp.minimum(extra, max_terms - n_exact_terms)
+    gx, vjp_fn = jax.vjp(g, x)
+    v = probes(key, x)
+    value, neumann_w = _series_loop(jax.lax.stop_gradient(vjp_fn), v, n_terms, term_weight, neumann=True,
+                                    n_unrolled=n_unrolled)
+    if with_gradient:
+      value = _with_neumann_gradient(vjp_fn, v, value, neumann_w)
+    return gx, jnp.mean(value, axis=0), neumann_w
+
+  def differentiable(g, x, key, neumann_w):
+    gx, vjp_fn = jax.vjp(g, x)
+    return gx, jnp.mean(_neumann_surrogate(vjp_fn, probes(key, x), neumann_w), axis=0)
+
+  if remat is None or remat:
+    return _rematerialized(forward, differentiable, g, x, key)
+  return forward(g, x, key, with_gradient=True)[:2]
 
 
 def exact_series(g: ResidualFn, x: jax.typing.ArrayLike, n_terms: int) -> jax.Array:

@@ -22,7 +22,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from iresflow.core import validation
+from iresflow.core import loops, validation
 from iresflow.models.flow import stage_specs
 from iresflow.core.fixed_point import FixedPointSolver
 from iresflow.nn.reshape import injective_pad, squeeze, unsqueeze
@@ -49,9 +49,10 @@ class IResNetClassifier(nn.Module):
   stage_hidden: Sequence[int] | None = None
   injective_padding: int = 0
   actnorm: bool = False
-  unroll_blocks: bool = False
+  unroll_blocks: bool | None = None
 
   def _check_config(self) -> None:
+    loops.check_unroll(self.unroll_blocks, "unroll_blocks")
     validation.check_positive_int(self.num_classes, "num_classes")
     validation.check_nonnegative_int(self.injective_padding, "injective_padding")
     shape = tuple(self.data_shape)

@@ -29,7 +29,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from iresflow.core import validation
+from iresflow.core import loops, validation
 from iresflow.core.estimators import LogDetEstimator
 from iresflow.core.fixed_point import FixedPointSolver
 from iresflow.core.logdet import accumulation_dtype
@@ -72,6 +72,7 @@ class IResNetFlow(nn.Module):
       ``bits/dim + lambda * cross-entropy``. The flow stays a density model of ``x`` alone.
     unroll_blocks: trace every block instead of one ``nn.scan`` body per stage. Compile time then
       grows with depth; on CPU a training step runs several times faster (docs/benchmarks.md).
+      None (default): unrolled on CPU, scanned on other backends (:mod:`iresflow.core.loops`).
       Same parameters either way.
   """
 
@@ -86,10 +87,11 @@ class IResNetFlow(nn.Module):
   factor_out: bool = False
   prior: str = "normal"
   num_classes: int = 0
-  unroll_blocks: bool = False
+  unroll_blocks: bool | None = None
 
   # ----------------------------------------------------------------------------------- structure
   def _check_config(self) -> None:
+    loops.check_unroll(self.unroll_blocks, "unroll_blocks")
     if self.prior not in PRIORS:
       raise ValueError(f"prior: expected one of {PRIORS}, got {self.prior!r}")
     shape = tuple(self.data_shape)

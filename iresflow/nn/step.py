@@ -4,7 +4,8 @@ A stage of identical steps runs under ``nn.scan``: parameters and norm-estimator
 along a leading axis, the body is traced once, so compile time does not grow with depth (the
 technique of big_vision's Jet flow). The inverse runs the same stacked steps in reverse.
 ``unroll=True`` traces every step instead (compile time grows with depth; on XLA:CPU the training
-step runs several times faster, docs/benchmarks.md).
+step runs several times faster, docs/benchmarks.md); the default ``None`` unrolls on CPU only
+(:mod:`iresflow.core.loops`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from iresflow.core import estimators as estimators_lib
+from iresflow.core import estimators as estimators_lib, loops
 from iresflow.core.fixed_point import FixedPointSolver
 from iresflow.core.logdet import accumulation_dtype
 from iresflow.nn.actnorm import ActNorm
@@ -64,7 +65,7 @@ class FlowStep(nn.Module):
     return x, total
 
 
-def scan_forward(step: FlowStep, x: jax.Array, length: int, *, estimator=None, unroll: bool = False
+def scan_forward(step: FlowStep, x: jax.Array, length: int, *, estimator=None, unroll: bool | None = None
                  ) -> tuple[jax.Array, jax.Array]:
   """Applies ``length`` stacked copies of ``step``; returns ``(y, summed log-det)`` (zeros without estimator)."""
 
@@ -76,14 +77,14 @@ def scan_forward(step: FlowStep, x: jax.Array, length: int, *, estimator=None, u
     return (y, total + value), None
 
   run = nn.scan(body, variable_axes=_SCAN_AXES, split_rngs={"params": True, "logdet": True}, length=length,
-                unroll=length if unroll else 1)
+                unroll=length if loops.resolve_unroll(unroll) else 1)
   total = jnp.zeros((x.shape[0],), accumulation_dtype(x.dtype))
   (y, total), _ = run(step, (x, total), None)
   return y, total
 
 
 def scan_inverse(step: FlowStep, y: jax.Array, length: int, *, solver: FixedPointSolver, estimator=None,
-                 unroll: bool = False) -> tuple[jax.Array, jax.Array]:
+                 unroll: bool | None = None) -> tuple[jax.Array, jax.Array]:
   """Inverts ``length`` stacked copies of ``step`` (last first); returns ``(x, summed log-det of the inverse)``."""
 
   def body(module: FlowStep, carry, _):
@@ -94,7 +95,7 @@ def scan_inverse(step: FlowStep, y: jax.Array, length: int, *, solver: FixedPoin
     return (x, total + value), None
 
   run = nn.scan(body, variable_axes=_SCAN_AXES, split_rngs={"params": True, "logdet": True}, length=length,
-                reverse=True, unroll=length if unroll else 1)
+                reverse=True, unroll=length if loops.resolve_unroll(unroll) else 1)
   total = jnp.zeros((y.shape[0],), accumulation_dtype(y.dtype))
   (x, total), _ = run(step, (y, total), None)
   return x, total

@@ -13,7 +13,10 @@ Every key, with its meaning:
   gives a classifier's unconstrained twin). Fields left out take the specs' defaults.
 * ``estimator``: the training log-det estimator, ``eval_estimator`` the one for test bits/dim: a
   ``kind`` (``'exact'``, ``'series'``, ``'roulette'``) and that estimator's fields (see
-  ``iresflow.core.estimators``; fields of other kinds are ignored).
+  ``iresflow.core.estimators``; fields of other kinds are ignored). ``estimator.unroll`` and
+  ``model.unroll_blocks`` left at None unroll the series and the blocks on CPU only
+  (``iresflow.core.loops``); ``estimator.remat`` left at None recomputes ``g`` in the backward pass
+  with the Neumann gradient only (``iresflow.core.PowerSeries``).
 * ``solver``: the fixed-point inverse for reconstructions and samples (``atol``, ``rtol``,
   ``max_iters``, ``precision``, ``adjoint_failure``; see ``iresflow.core.FixedPointSolver``).
 * ``logit_alpha``: logit transform parameter (None: data - 0.5).
@@ -47,7 +50,9 @@ def default_config() -> ml_collections.ConfigDict:
   config.model = ml_collections.ConfigDict(dict(
       stages=(4, 4), residual=dict(hidden=32, activation="elu", constraint=dict(coeff=0.9))))
   config.estimator = ml_collections.ConfigDict(dict(kind="series", n_terms=5, n_probes=1, probe="gaussian",
-                                                    gradient="backprop", unroll=False))
+                                                    gradient="backprop",
+                                                    unroll=ml_collections.config_dict.placeholder(bool),
+                                                    remat=ml_collections.config_dict.placeholder(bool)))
   config.eval_estimator = ml_collections.ConfigDict(dict(kind="exact", n_terms=20, n_probes=4, probe="gaussian"))
   config.solver = ml_collections.ConfigDict(dict(atol=1e-6, rtol=1e-6, max_iters=500, precision="highest",
                                                  adjoint_failure="nan"))

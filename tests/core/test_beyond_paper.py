@@ -95,21 +95,24 @@ def test_neumann_value_equals_the_series_and_input_gradients_match_backprop():
   np.testing.assert_allclose(neumann, exact, atol=0.05)
 
 
-def _temp_bytes(n_terms, gradient):
+def _temp_bytes(n_terms, gradient, unroll):
   g_of = lambda w: (lambda z: jnp.tanh(jnp.tanh(z @ w) @ w.T))
   w = 0.3 * jax.random.normal(jax.random.key(0), (256, 256))
   x = jax.random.normal(jax.random.key(1), (64, 256))
   loss = lambda w: jnp.sum(logdet.power_series_logdet(jax.random.key(2), g_of(w), x, n_terms=n_terms,
-                                                      gradient=gradient)[1])
+                                                      gradient=gradient, unroll=unroll)[1])
   compiled = jax.jit(jax.grad(loss)).lower(w).compile()
   return compiled.memory_analysis().temp_size_in_bytes
 
 
-def test_neumann_gradient_memory_is_flat_in_the_number_of_terms():
-  # XLA's own accounting of the compiled gradient (deterministic; not a timing).
-  neumann_2, neumann_20 = _temp_bytes(2, "neumann"), _temp_bytes(20, "neumann")
-  backprop_2, backprop_20 = _temp_bytes(2, "backprop"), _temp_bytes(20, "backprop")
-  assert neumann_20 <= 1.2 * neumann_2
+@pytest.mark.parametrize("unroll", [False, True])
+def test_neumann_gradient_memory_is_flat_in_the_number_of_terms(unroll):
+  # XLA's own accounting of the compiled gradient (deterministic; not a timing). In a loop the
+  # terms reuse one body's buffers; unrolled, a few term-sized vectors (not g's activations) stay
+  # in flight, which on this small g is a visible fraction.
+  neumann_2, neumann_20 = _temp_bytes(2, "neumann", unroll), _temp_bytes(20, "neumann", unroll)
+  backprop_2, backprop_20 = _temp_bytes(2, "backprop", unroll), _temp_bytes(20, "backprop", unroll)
+  assert neumann_20 <= (1.4 if unroll else 1.01) * neumann_2
   assert backprop_20 > 3 * backprop_2
 
 

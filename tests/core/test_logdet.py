@@ -127,14 +127,17 @@ def test_gradients_through_the_estimator():
   del w
 
 
-def test_terms_run_under_a_loop_primitive():
+def test_terms_run_under_a_loop_primitive_unless_unrolled():
   g, x = _problem("dense", 0.5)
-  jaxpr = jax.make_jaxpr(lambda x: logdet.power_series_logdet(jax.random.key(0), g, x, n_terms=50))(x)
-  text = str(jaxpr)
+  program = lambda n, unroll: str(jax.make_jaxpr(
+      lambda x: logdet.power_series_logdet(jax.random.key(0), g, x, n_terms=n, unroll=unroll))(x))
+  text = program(50, False)
   assert "while" in text or "scan" in text
   # 50 terms but one traced copy of the backward pass: the program does not grow with n_terms.
-  jaxpr_5 = jax.make_jaxpr(lambda x: logdet.power_series_logdet(jax.random.key(0), g, x, n_terms=5))(x)
-  assert len(text) < 1.2 * len(str(jaxpr_5))
+  assert len(text) < 1.2 * len(program(5, False))
+  # Unrolled, every term is traced: no loop, and the program grows with n_terms.
+  assert "while" not in program(5, True) and "scan" not in program(5, True)
+  assert len(program(10, True)) > 1.5 * len(program(5, True))
 
 
 @pytest.mark.parametrize(

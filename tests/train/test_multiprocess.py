@@ -34,12 +34,12 @@ def _train_losses(workdir):
 def test_two_processes_run_train_and_evaluate_like_one(tmp_path):
   env = helpers.subprocess_env(ROOT)
   single, double = tmp_path / "single", tmp_path / "double"
-  out = subprocess.run([sys.executable, SCRIPT, "0", "1", "0", str(single), str(tmp_path / "single.json")], env=env,
-                       capture_output=True, text=True, timeout=900)
-  assert out.returncode == 0, out.stderr[-3000:]
   port = str(_free_port())
-  processes = [subprocess.Popen([sys.executable, SCRIPT, str(i), "2", port, str(double), str(tmp_path / f"p{i}.json")],
-                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+  # The single-process reference and the two processes run at the same time (they share nothing).
+  commands = [[SCRIPT, "0", "1", "0", str(single), str(tmp_path / "single.json")]]
+  commands += [[SCRIPT, str(i), "2", port, str(double), str(tmp_path / f"p{i}.json")] for i in range(2)]
+  processes = [subprocess.Popen([sys.executable] + command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True) for command in commands]
   for process in processes:
     _, stderr = process.communicate(timeout=900)
     assert process.returncode == 0, stderr[-3000:]

@@ -1,0 +1,85 @@
+"""The backend-aware loop default: ``unroll=None`` is the unrolled program on CPU and the rolled one elsewhere.
+
+"Same program" is checked on the lowered StableHLO text: the default must lower to exactly what the explicit
+option lowers to, so it runs at that option's speed (docs/benchmarks.md has the timings).
+"""
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+from iresflow.core import PowerSeries, Roulette, loops, power_series_logdet, roulette_logdet
+from iresflow.models import IResNetFlow
+from iresflow.nn import LipschitzConstraint, ResidualSpec
+
+
+def _g(x):
+  return 0.3 * jnp.tanh(x @ jnp.full((x.shape[-1], x.shape[-1]), 0.1))
+
+
+def _lowered(fn, *args) -> str:
+  return jax.jit(fn).lower(*args).as_text()
+
+
+@pytest.mark.parametrize("backend, expected", [("cpu", True), ("gpu", False), ("cuda", False), ("tpu", False)])
+def test_unroll_by_default_per_backend(backend, expected):
+  assert loops.unroll_by_default(backend) is expected
+
+
+def test_resolve_unroll():
+  assert loops.resolve_unroll(True) is True and loops.resolve_unroll(False) is False
+  assert loops.resolve_unroll(None) is loops.unroll_by_default()
+  with pytest.raises(TypeError, match="unroll_blocks: expected True, False or None"):
+    loops.resolve_unroll(1, "unroll_blocks")
+  with pytest.raises(TypeError, match="unroll"):
+    PowerSeries(unroll="yes")
+  with pytest.raises(TypeError, match="unroll"):
+    Roulette(unroll=0)
+  with pytest.raises(TypeError, match="unroll_blocks"):
+    IResNetFlow(data_shape=(2,), stages=(), fc_blocks=1, unroll_blocks="auto").init(
+        jax.random.key(0), jnp.zeros((1, 2)))
+
+
+def _series_text(unroll, gradient="backprop"):
+  return _lowered(lambda key, x: power_series_logdet(key, _g, x, n_terms=4, gradient=gradient, unroll=unroll)[1],
+                  jax.random.key(0), jnp.ones((3, 5)))
+
+
+@pytest.mark.parametrize("gradient", ["backprop", "neumann"])
+def test_series_default_is_the_explicit_choice_of_this_backend(gradient):
+  default = _series_text(None, gradient)
+  assert default == _series_text(loops.unroll_by_default(), gradient)
+  assert default != _series_text(not loops.unroll_by_default(), gradient)
+
+
+def test_default_follows_the_backend(monkeypatch):
+  """With the backend reported as a GPU, the default is the rolled loop."""
+  monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+  assert not loops.unroll_by_default()
+  assert _series_text(None) == _series_text(False) != _series_text(True)
+
+
+def test_roulette_unrolls_only_the_exact_terms():
+  text = lambda unroll: _lowered(
+      lambda key, x: roulette_logdet(key, _g, x, n_exact_terms=3, unroll=unroll)[1], jax.random.key(0),
+      jnp.ones((3, 5)))
+  assert text(None) == text(loops.unroll_by_default()) != text(not loops.unroll_by_default())
+  assert "while" in text(True)  # the random number of extra terms still needs a loop
+  key, x = jax.random.key(1), jax.random.normal(jax.random.key(2), (4, 5))
+  for unroll in (True, False):  # same estimate either way
+    value = roulette_logdet(key, _g, x, n_exact_terms=3, unroll=unroll)[1]
+    reference = roulette_logdet(key, _g, x, n_exact_terms=3, unroll=not unroll)[1]
+    assert jnp.allclose(value, reference, rtol=1e-5, atol=1e-6)
+
+
+def test_flow_default_is_the_explicit_choice_of_this_backend():
+  residual = ResidualSpec(hidden=8, constraint=LipschitzConstraint(coeff=0.8))
+  x = jax.random.normal(jax.random.key(0), (2, 4, 4, 1))
+  estimator = PowerSeries(n_terms=2, unroll=False)  # only the blocks' loop differs below
+  texts = {}
+  for unroll in (None, True, False):
+    model = IResNetFlow(data_shape=(4, 4, 1), stages=(3,), residual=residual, unroll_blocks=unroll)
+    variables = model.init(jax.random.key(1), x, estimator=estimator)
+    texts[unroll] = _lowered(lambda v, x: model.apply(v, x, estimator=estimator, rngs={"logdet": jax.random.key(0)}),
+                             variables, x)
+  assert texts[None] == texts[loops.unroll_by_default()] != texts[not loops.unroll_by_default()]

@@ -1,0 +1,95 @@
+"""``remat=True``: the estimators keep only their input (and the Neumann vector) for the backward pass.
+
+Checked: the same values and gradients as without it, for any cotangent (also per-example weights, which a
+precomputed log-det gradient, as in Residual Flows' memory-efficient estimator, could not honour); the series
+is not recomputed in the backward pass with the Neumann gradient (FLOPs of the compiled step); and the compiled
+training step of a flow needs less temporary memory.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from iresflow.core import PowerSeries, Roulette, logdet
+
+ESTIMATORS = {
+    "series-backprop": lambda remat, unroll=None, n=5: PowerSeries(n_terms=n, remat=remat, unroll=unroll),
+    "series-neumann": lambda remat, unroll=None, n=5: PowerSeries(n_terms=n, gradient="neumann", remat=remat,
+                                                                  unroll=unroll),
+    "roulette": lambda remat, unroll=None, n=5: Roulette(n_exact_terms=n, remat=remat, unroll=unroll),
+}
+
+
+def _params(seed=0, dim=6, hidden=16):
+  k1, k2 = jax.random.split(jax.random.key(seed))
+  return {"w1": 0.2 * jax.random.normal(k1, (dim, hidden)), "w2": 0.2 * jax.random.normal(k2, (hidden, dim))}
+
+
+def _g(params):
+  return lambda x: jnp.tanh(x @ params["w1"]) @ params["w2"]
+
+
+def _loss(estimator, params, x, weights, key=jax.random.key(3)):
+  """Non-uniform cotangents on both outputs: per-example weights on the log-det, a direction on g(x)."""
+  gx, value = estimator(key, _g(params), x)
+  return jnp.sum(weights * value) + jnp.sum(jnp.sin(gx))
+
+
+@pytest.mark.parametrize("name", sorted(ESTIMATORS))
+@pytest.mark.parametrize("unroll", [True, False])
+def test_same_values_and_gradients(name, unroll):
+  params, x = _params(), jax.random.normal(jax.random.key(1), (4, 6))
+  weights = jnp.array([1.0, -2.0, 0.5, 3.0])
+  results = {}
+  for remat in (False, True):
+    estimator = ESTIMATORS[name](remat, unroll)
+    value = jax.jit(lambda p, x: estimator(jax.random.key(3), _g(p), x))(params, x)
+    grads = jax.jit(jax.grad(lambda p, x: _loss(estimator, p, x, weights), argnums=(0, 1)))(params, x)
+    results[remat] = (value, grads)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-5, atol=1e-6), results[False], results[True])
+
+
+def _step_flops(estimator, params, x):
+  weights = jnp.ones((x.shape[0],))
+  step = jax.jit(jax.grad(lambda p: _loss(estimator, p, x, weights)))
+  analysis = step.lower(params).compile().cost_analysis()
+  analysis = analysis[0] if isinstance(analysis, (list, tuple)) else analysis
+  return float(analysis["flops"])
+
+
+@pytest.mark.parametrize("name", ["series-neumann", "roulette"])
+def test_neumann_series_is_not_recomputed_in_the_backward_pass(name):
+  """The series' cost (FLOPs of 12 terms minus 4, all unrolled) is paid once with remat, as without it."""
+  params, x = _params(dim=8, hidden=64), jax.random.normal(jax.random.key(1), (16, 8))
+  flops = {(remat, n): _step_flops(ESTIMATORS[name](remat, True, n), params, x)
+           for remat in (False, True) for n in (4, 12)}
+  series_cost = flops[False, 12] - flops[False, 4]
+  assert series_cost > 0
+  # Recomputing the series would double this difference; element-wise work is fused differently.
+  assert 0.8 * series_cost < flops[True, 12] - flops[True, 4] < 1.3 * series_cost
+  # Recomputing g's forward and the surrogate's vector-Jacobian product: about two terms' worth here.
+  assert flops[False, 4] < flops[True, 4] < flops[False, 4] + series_cost / 2
+
+
+@pytest.mark.parametrize("gradient", ["backprop", "neumann"])
+def test_flow_training_step_needs_less_memory(gradient):
+  from iresflow.models import IResNetFlow
+  from iresflow.nn import LipschitzConstraint, ResidualSpec
+
+  model = IResNetFlow(data_shape=(8, 8, 1), stages=(4,),
+                      residual=ResidualSpec(hidden=32, constraint=LipschitzConstraint(coeff=0.9)))
+  x = jax.random.uniform(jax.random.key(0), (16, 8, 8, 1)) - 0.5
+  temp_bytes = {}
+  for remat in (False, True):
+    estimator = PowerSeries(n_terms=6, gradient=gradient, remat=remat)
+    variables = model.init(jax.random.key(1), x, estimator=estimator)
+
+    def loss(params):
+      log_prob, _ = model.apply({**variables, "params": params}, x, estimator=estimator,
+                                rngs={"logdet": jax.random.key(2)}, mutable=["spectral"])
+      return -jnp.mean(log_prob)
+
+    compiled = jax.jit(jax.grad(loss)).lower(variables["params"]).compile()
+    temp_bytes[remat] = compiled.memory_analysis().temp_size_in_bytes
+  assert temp_bytes[True] < temp_bytes[False]
