@@ -1,5 +1,9 @@
 """Compile time vs depth: identical blocks under ``nn.scan`` are traced once.
 
+Measures the rolled configuration (``unroll_blocks=False``, ``PowerSeries(unroll=False)``), the
+default on GPU/TPU; on CPU the default unrolls (``iresflow.core.loops``) and compile time grows with
+depth (docs/vs_normflows.md reports that one).
+
 Compiles the jitted maximum-likelihood train step (forward, series log-det, gradient, Adam update,
 spectral-state update) of an ``IResNetFlow`` with one stage of N blocks, for several N, and reports
 compile time relative to the shallowest. Writes ``docs/compile_time.md``.
@@ -28,10 +32,12 @@ from iresflow.train.tasks import DensityPreprocessing, DensityTask
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def compile_seconds(n_blocks: int, hidden: int, image: int) -> float:
-  model = IResNetFlow(data_shape=(image, image, 1), stages=(n_blocks,), residual=ResidualSpec(hidden=hidden))
+def compile_seconds(n_blocks: int, hidden: int, image: int, unroll: bool | None = False) -> float:
+  """Compile time of the train step; ``unroll`` for blocks and series terms (None: the backend's default)."""
+  model = IResNetFlow(data_shape=(image, image, 1), stages=(n_blocks,), residual=ResidualSpec(hidden=hidden),
+                      unroll_blocks=unroll)
   x = jnp.zeros((16, image, image, 1), jnp.uint8)
-  task = DensityTask(model, DensityPreprocessing(256), PowerSeries(n_terms=5), ExactLogDet())
+  task = DensityTask(model, DensityPreprocessing(256), PowerSeries(n_terms=5, unroll=unroll), ExactLogDet())
   variables = jax.jit(task.init_variables)(jax.random.key(0), (x,))
   optimizer = optax.adam(1e-3)
   state = TrainState.create(variables, optimizer)

@@ -60,12 +60,15 @@ def train_image():
 
 def memory():
   image = bench.workloads(quick=QUICK)[1]
-  cells = [("iresflow", "neumann"), ("normflows", "neumann"), ("iresflow", "backprop"), ("normflows", "backprop")]
-  for side_name, gradient in cells:
+  # iresflow in its default configuration for the backend (remat with the Neumann gradient), and without remat.
+  cells = [("iresflow-default", "neumann", True), ("iresflow-default", "neumann", False), ("normflows", "neumann", None),
+           ("iresflow-default", "backprop", False), ("normflows", "backprop", None)]
+  for side_name, gradient, remat in cells:
     for n_terms in (2, 20):
-      peak = bench.peak_memory(side_name, image, gradient, n_terms, QUICK)
-      print(side_name, gradient, n_terms, peak, flush=True)
-      yield f"{side_name}/{gradient}/{n_terms}", peak
+      peak = bench.peak_memory(side_name, image, gradient, n_terms, QUICK, remat)
+      name = side_name.split("-")[0] + ("" if remat is None else f"-remat={remat}")
+      print(name, gradient, n_terms, peak, flush=True)
+      yield f"{name}/{gradient}/{n_terms}", peak
 
 
 def compile_cells():

@@ -1,9 +1,12 @@
-"""Peak memory of a training step vs the number of series terms: Neumann gradient vs backprop.
+"""Peak memory of a training step vs the number of series terms: Neumann gradient vs backprop, with and without remat.
 
 XLA's memory analysis of the compiled, jitted maximum-likelihood train step of an ``IResNetFlow``
-(temporary buffers: what the step needs beyond its inputs and outputs). With backprop through the
-series every term's residuals are kept for the backward pass; with the Neumann-series gradient
-(Residual Flows) the series runs without gradient and memory stays flat. Writes ``docs/memory.md``.
+(temporary buffers: what the step needs beyond its inputs and outputs), in the default
+configuration of this backend (``unroll=None``). With backprop through the series every term's
+residuals are kept for the backward pass; with the Neumann-series gradient (Residual Flows) the
+series runs without gradient and memory stays flat. ``remat`` (``PowerSeries(remat=...)``; the
+default with the Neumann gradient) keeps only each block's input and Neumann vector and recomputes
+``g`` in the backward pass. Writes ``docs/memory.md`` and ``docs/memory.json``.
 
     python benchmarks/memory.py            # 28x28x1 input, 8 blocks, 64 hidden channels, batch 64
     python benchmarks/memory.py --quick    # tiny (seconds; used by a test)
@@ -12,6 +15,7 @@ series every term's residuals are kept for the backward pass; with the Neumann-s
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 
@@ -19,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from iresflow.core import loops
 from iresflow.models import IResNetFlow
 from iresflow.nn import ExactLogDet, PowerSeries, ResidualSpec
 from iresflow.train import TrainState
@@ -28,10 +33,11 @@ from iresflow.train.tasks import DensityPreprocessing, DensityTask
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def temp_bytes(n_terms: int, gradient: str, image: int, blocks: int, hidden: int, batch: int) -> int:
+def temp_bytes(n_terms: int, gradient: str, remat: bool, image: int, blocks: int, hidden: int, batch: int) -> int:
   model = IResNetFlow(data_shape=(image, image, 1), stages=(blocks,), residual=ResidualSpec(hidden=hidden))
   x = jnp.zeros((batch, image, image, 1), jnp.uint8)
-  task = DensityTask(model, DensityPreprocessing(256), PowerSeries(n_terms=n_terms, gradient=gradient), ExactLogDet())
+  estimator = PowerSeries(n_terms=n_terms, gradient=gradient, remat=remat)
+  task = DensityTask(model, DensityPreprocessing(256), estimator, ExactLogDet())
   variables = jax.jit(task.init_variables)(jax.random.key(0), (x,))
   optimizer = optax.adam(1e-3)
   step = make_train_step(task, optimizer, 0.999, jax.random.key(2))
@@ -44,20 +50,31 @@ def main() -> None:
   parser.add_argument("--quick", action="store_true")
   args = parser.parse_args()
   image, blocks, hidden, batch = (8, 2, 4, 8) if args.quick else (28, 8, 64, 64)
+  many = 4 if args.quick else 20
+  cells = [("backprop", False), ("backprop", True), ("neumann", False), ("neumann", True)]
+  if args.quick:
+    cells = [("backprop", False), ("neumann", True)]  # the two defaults
+  results = {"backend": jax.default_backend(), "unrolled": loops.unroll_by_default(), "image": image,
+             "blocks": blocks, "hidden": hidden, "batch": batch, "terms": [2, many], "rows": []}
   rows = []
-  for gradient in ("backprop", "neumann"):
-    sizes = {n: temp_bytes(n, gradient, image, blocks, hidden, batch) for n in (2, 20)}
-    rows.append(f"| {gradient} | {sizes[2] / 2**20:.1f} | {sizes[20] / 2**20:.1f} | {sizes[20] / sizes[2]:.2f} |")
+  for gradient, remat in cells:
+    sizes = {n: temp_bytes(n, gradient, remat, image, blocks, hidden, batch) for n in (2, many)}
+    default = " (default)" if remat == (gradient == "neumann") else ""
+    results["rows"].append({"gradient": gradient, "remat": remat, "temp_bytes": [sizes[2], sizes[many]]})
+    rows.append(f"| {gradient} | {'yes' if remat else 'no'}{default} | {sizes[2] / 2**20:.1f} | "
+                f"{sizes[many] / 2**20:.1f} | {sizes[many] / sizes[2]:.2f} |")
+    print(rows[-1], flush=True)
   text = "\n".join([
       "# Training-step memory vs series terms",
       "",
       f"Command: `python benchmarks/memory.py{' --quick' if args.quick else ''}`. Machine: {platform.machine()}, "
       f"{os.cpu_count()} CPUs, JAX {jax.__version__} on {jax.default_backend()}. Temporary buffers of the "
       f"compiled train step (XLA memory analysis) of an `IResNetFlow` on {image}x{image}x1 inputs, {blocks} "
-      f"blocks, {hidden} hidden channels, batch {batch}.",
+      f"blocks, {hidden} hidden channels, batch {batch}; blocks and series terms "
+      f"{'unrolled' if results['unrolled'] else 'under nn.scan / fori_loop'} (this backend's default).",
       "",
-      "| gradient | 2 terms (MiB) | 20 terms (MiB) | ratio |",
-      "|---|---:|---:|---:|",
+      f"| gradient | remat | 2 terms (MiB) | {many} terms (MiB) | ratio |",
+      "|---|---|---:|---:|---:|",
       *rows,
       "",
   ])
@@ -65,6 +82,8 @@ def main() -> None:
   if not args.quick:
     with open(os.path.join(ROOT, "docs", "memory.md"), "w") as f:
       f.write(text)
+    with open(os.path.join(ROOT, "docs", "memory.json"), "w") as f:
+      json.dump(results, f, indent=1)
 
 
 if __name__ == "__main__":

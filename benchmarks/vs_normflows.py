@@ -392,7 +392,7 @@ def compile_sizes(quick: bool) -> tuple[tuple[int, ...], int, int]:
 def compile_depths(quick: bool) -> dict[int, float]:
   from compile_time import compile_seconds  # a sibling script: run as a script, this folder is on sys.path
   depths, hidden, image = compile_sizes(quick)
-  return {n: compile_seconds(n, hidden, image) for n in depths}
+  return {n: compile_seconds(n, hidden, image, unroll=None) for n in depths}  # the backend's default
 
 
 # ------------------------------------------------------------------------------------------- report
@@ -503,7 +503,8 @@ def report(results: dict, command: str) -> str:
             f"{1e3 * u['step_s']:.1f} ms = **{u['step_flops_per_s'] / 1e9:.1f} GFLOP/s**; a {u['matmul_size']}x"
             f"{u['matmul_size']} float32 matmul ran at {u['matmul_flops_per_s'] / 1e9:.1f} GFLOP/s: "
             f"**{100 * u['step_flops_per_s'] / u['matmul_flops_per_s']:.0f}%** of it.",
-            "- Compile time of the jitted train step (`benchmarks/compile_time.py`'s model, "
+            "- Compile time of the jitted train step in the default configuration of this backend "
+            f"({'unrolled' if results['default_unroll'] else 'nn.scan'}; `benchmarks/compile_time.py`'s model, "
             + ", ".join(f"{n} blocks: {t:.2f} s" for n, t in results["compile"].items())
             + f"): ratio **{list(results['compile'].values())[-1] / list(results['compile'].values())[0]:.2f}**.",
             ""]

@@ -344,7 +344,8 @@ def main() -> None:
   z = np.asarray(jax.random.normal(jax.random.key(42), (64, 28 * 28)))
 
   sides = {"iresnet": iresnet_side(stages, hidden, x_init, preprocessing)}
-  sides["glow"] = glow_side(stages, sides["iresnet"].n_params, x_init, preprocessing)
+  if "glow" in args.models:
+    sides["glow"] = glow_side(stages, sides["iresnet"].n_params, x_init, preprocessing)
   if "normflows" in args.models:
     try:
       sides["normflows"] = NormflowsSide(stages, hidden, x_init)

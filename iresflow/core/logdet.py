@@ -168,7 +168,9 @@ def _rematerialized(forward, differentiable, g: ResidualFn, x: jax.Array, key: j
   are compile-time constants.
   """
   g_open, weights = jax.closure_convert(g, x)
-  close = lambda weights: (lambda z: g_open(z, *weights))
+
+  def close(weights):
+    return lambda z: g_open(z, *weights)
 
   def forward_in_order(x, weights, key):
     gx, value, saved = forward(close(weights), x, key)
@@ -259,8 +261,11 @@ def power_series_logdet(
   if remat is not None and not isinstance(remat, bool):
     raise TypeError(f"remat: expected True, False or None, got {remat!r}")
   n_unrolled = n_terms if loops.resolve_unroll(unroll) else 0
-  ones = lambda k: jnp.ones((), accumulation_dtype(x.dtype))
-  probes = lambda key, x: sample_probes(key, (n_probes,) + x.shape, x.dtype, probe)
+  def ones(k):
+    return jnp.ones((), accumulation_dtype(x.dtype))
+
+  def probes(key, x):
+    return sample_probes(key, (n_probes,) + x.shape, x.dtype, probe)
 
   def forward(g, x, key, with_gradient=False):
     gx, vjp_fn = jax.vjp(g, x)

@@ -4,8 +4,8 @@ A stage of identical steps runs under ``nn.scan``: parameters and norm-estimator
 along a leading axis, the body is traced once, so compile time does not grow with depth (the
 technique of big_vision's Jet flow). The inverse runs the same stacked steps in reverse.
 ``unroll=True`` traces every step instead (compile time grows with depth; on XLA:CPU the training
-step runs several times faster, docs/benchmarks.md); the default ``None`` unrolls on CPU only
-(:mod:`iresflow.core.loops`).
+step runs several times faster, docs/benchmarks.md); the default ``None`` unrolls the forward pass
+on CPU only (:mod:`iresflow.core.loops`) and never the inverse.
 """
 
 from __future__ import annotations
@@ -85,7 +85,11 @@ def scan_forward(step: FlowStep, x: jax.Array, length: int, *, estimator=None, u
 
 def scan_inverse(step: FlowStep, y: jax.Array, length: int, *, solver: FixedPointSolver, estimator=None,
                  unroll: bool | None = None) -> tuple[jax.Array, jax.Array]:
-  """Inverts ``length`` stacked copies of ``step`` (last first); returns ``(x, summed log-det of the inverse)``."""
+  """Inverts ``length`` stacked copies of ``step`` (last first); returns ``(x, summed log-det of the inverse)``.
+
+  ``unroll=None`` keeps the scan on every backend: each block's inverse is a ``while_loop`` anyway,
+  and unrolled blocks sampled slower on a CPU too (docs/vs_normflows.md, sampling).
+  """
 
   def body(module: FlowStep, carry, _):
     y, total = carry
@@ -95,7 +99,7 @@ def scan_inverse(step: FlowStep, y: jax.Array, length: int, *, solver: FixedPoin
     return (x, total + value), None
 
   run = nn.scan(body, variable_axes=_SCAN_AXES, split_rngs={"params": True, "logdet": True}, length=length,
-                reverse=True, unroll=length if loops.resolve_unroll(unroll) else 1)
+                reverse=True, unroll=length if unroll else 1)
   total = jnp.zeros((y.shape[0],), accumulation_dtype(y.dtype))
   (x, total), _ = run(step, (y, total), None)
   return x, total

@@ -83,3 +83,16 @@ def test_flow_default_is_the_explicit_choice_of_this_backend():
     texts[unroll] = _lowered(lambda v, x: model.apply(v, x, estimator=estimator, rngs={"logdet": jax.random.key(0)}),
                              variables, x)
   assert texts[None] == texts[loops.unroll_by_default()] != texts[not loops.unroll_by_default()]
+
+
+def test_flow_inverse_keeps_the_scan_by_default():
+  from iresflow.nn import FixedPointSolver
+  residual = ResidualSpec(hidden=8, constraint=LipschitzConstraint(coeff=0.8))
+  z = jax.random.normal(jax.random.key(0), (2, 16))
+  texts = {}
+  for unroll in (None, True, False):
+    model = IResNetFlow(data_shape=(4, 4, 1), stages=(3,), residual=residual, unroll_blocks=unroll)
+    variables = model.init(jax.random.key(1), jnp.zeros((2, 4, 4, 1)), estimator=PowerSeries(n_terms=1))
+    texts[unroll] = _lowered(lambda v, z: model.apply(v, z, solver=FixedPointSolver(), method=model.inverse,
+                                                      mutable=["inverse_info"])[0], variables, z)
+  assert texts[None] == texts[False] != texts[True]

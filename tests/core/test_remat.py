@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from iresflow.core import PowerSeries, Roulette, logdet
+from iresflow.core import PowerSeries, Roulette
 
 ESTIMATORS = {
     "series-backprop": lambda remat, unroll=None, n=5: PowerSeries(n_terms=n, remat=remat, unroll=unroll),
