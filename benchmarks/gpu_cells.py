@@ -61,8 +61,8 @@ def train_image():
 def memory():
   image = bench.workloads(quick=QUICK)[1]
   # iresflow in its default configuration for the backend (remat with the Neumann gradient), and without remat.
-  cells = [("iresflow-default", "neumann", True), ("iresflow-default", "neumann", False), ("normflows", "neumann", None),
-           ("iresflow-default", "backprop", False), ("normflows", "backprop", None)]
+  cells = [("iresflow-default", "neumann", True), ("iresflow-default", "neumann", False),
+           ("normflows", "neumann", None), ("iresflow-default", "backprop", False), ("normflows", "backprop", None)]
   for side_name, gradient, remat in cells:
     for n_terms in (2, 20):
       peak = bench.peak_memory(side_name, image, gradient, n_terms, QUICK, remat)
