@@ -148,6 +148,12 @@ def _with_neumann_gradient(vjp_fn, v, value, neumann_w):
   return jax.lax.stop_gradient(value) + surrogate - jax.lax.stop_gradient(surrogate)
 
 
+def _per_example_zero(values: jax.Array, like: jax.Array) -> jax.Array:
+  """``0 * values`` shaped to broadcast against ``like`` example by example (an ordering tie for XLA)."""
+  zero = jnp.zeros((), values.dtype) * values
+  return zero.reshape(values.shape[:1] + (1,) * (like.ndim - 1)).astype(like.dtype)
+
+
 def _rematerialized(forward, differentiable, g: ResidualFn, x: jax.Array, key: jax.Array
                     ) -> tuple[jax.Array, jax.Array]:
   """``forward``'s estimate; in the backward pass ``differentiable`` is recomputed and differentiated.
@@ -174,10 +180,10 @@ def _rematerialized(forward, differentiable, g: ResidualFn, x: jax.Array, key: j
 
   def forward_in_order(x, weights, key):
     gx, value, saved = forward(close(weights), x, key)
-    # g(x) + 0 * log-det: whatever consumes g(x) (the next block) waits for this block's series, so
+    # g(x) + 0 * log-det, per example: whatever consumes g(x) (the next block) waits for this block's series, so
     # the series of several blocks are not kept in flight together (XLA:CPU's scheduler otherwise
     # interleaves unrolled series, and their buffers add up).
-    gx = gx + (jnp.zeros((), value.dtype) * value.reshape(-1)[0]).astype(gx.dtype)
+    gx = gx + _per_example_zero(value, gx)
     return gx, value, saved
 
   @jax.custom_vjp
@@ -191,10 +197,11 @@ def _rematerialized(forward, differentiable, g: ResidualFn, x: jax.Array, key: j
 
   def run_backward(residuals, cotangents):
     x, weights, key, saved = residuals
-    # Zero, but computed from both cotangents (in a flow at least the one of g(x) is data, where the
-    # log-det's is often a constant that XLA would fold).
-    first_entries = [c.reshape(-1)[0].astype(jnp.float32) for c in cotangents]
-    tie = (jnp.zeros((), jnp.float32) * (first_entries[0] + first_entries[1])).astype(x.dtype)
+    # Zero, but computed from both cotangents of each example (in a flow at least the one of g(x) is
+    # data, where the log-det's is often a constant that XLA would fold).
+    gx_cotangent, logdet_cotangent = cotangents
+    first_entries = gx_cotangent.reshape(gx_cotangent.shape[0], -1)[:, 0].astype(logdet_cotangent.dtype)
+    tie = _per_example_zero(first_entries + logdet_cotangent, x)
     _, vjp_fn = jax.vjp(lambda x, weights: differentiable(close(weights), x, key, saved), x + tie, weights)
     x_cotangent, weights_cotangent = vjp_fn(cotangents)
     return x_cotangent, weights_cotangent, None
