@@ -148,6 +148,27 @@ def _with_neumann_gradient(vjp_fn, v, value, neumann_w):
   return jax.lax.stop_gradient(value) + surrogate - jax.lax.stop_gradient(surrogate)
 
 
+def _neumann_series(g, x, v, n_terms, term_weight, n_unrolled: int, with_gradient: bool):
+  """``(g(x), per-example series, Neumann vector)``; with the Neumann-series gradient if ``with_gradient``."""
+  gx, vjp_fn = jax.vjp(g, x)
+  value, neumann_w = _series_loop(jax.lax.stop_gradient(vjp_fn), v, n_terms, term_weight, neumann=True,
+                                  n_unrolled=n_unrolled)
+  if with_gradient:
+    value = _with_neumann_gradient(vjp_fn, v, value, neumann_w)
+  return gx, jnp.mean(value, axis=0), neumann_w
+
+
+def _neumann_surrogate_estimate(g, x, v, neumann_w):
+  """``(g(x), per-example surrogate)``: what the backward pass of a rematerialised estimate differentiates."""
+  gx, vjp_fn = jax.vjp(g, x)
+  return gx, jnp.mean(_neumann_surrogate(vjp_fn, v, neumann_w), axis=0)
+
+
+def _check_remat(remat) -> None:
+  if remat is not None and not isinstance(remat, bool):
+    raise TypeError(f"remat: expected True, False or None, got {remat!r}")
+
+
 def _per_example_zero(values: jax.Array, like: jax.Array) -> jax.Array:
   """``0 * values`` shaped to broadcast against ``like`` example by example (an ordering tie for XLA)."""
   zero = jnp.zeros((), values.dtype) * values
@@ -265,9 +286,9 @@ def power_series_logdet(
   validation.check_positive_int(n_probes, "n_probes")
   if gradient not in GRADIENTS:
     raise ValueError(f"gradient: expected one of {GRADIENTS}, got {gradient!r}")
-  if remat is not None and not isinstance(remat, bool):
-    raise TypeError(f"remat: expected True, False or None, got {remat!r}")
+  _check_remat(remat)
   n_unrolled = n_terms if loops.resolve_unroll(unroll) else 0
+
   def ones(k):
     return jnp.ones((), accumulation_dtype(x.dtype))
 
@@ -275,22 +296,17 @@ def power_series_logdet(
     return sample_probes(key, (n_probes,) + x.shape, x.dtype, probe)
 
   def forward(g, x, key, with_gradient=False):
-    gx, vjp_fn = jax.vjp(g, x)
     v = probes(key, x)
     if gradient == "backprop":
+      gx, vjp_fn = jax.vjp(g, x)
       value, _ = _series_loop(vjp_fn, v, n_terms, ones, neumann=False, n_unrolled=n_unrolled)
       return gx, jnp.mean(value, axis=0), None
-    value, neumann_w = _series_loop(jax.lax.stop_gradient(vjp_fn), v, n_terms, ones, neumann=True,
-                                    n_unrolled=n_unrolled)
-    if with_gradient:
-      value = _with_neumann_gradient(vjp_fn, v, value, neumann_w)
-    return gx, jnp.mean(value, axis=0), neumann_w
+    return _neumann_series(g, x, v, n_terms, ones, n_unrolled, with_gradient)
 
   def differentiable(g, x, key, neumann_w):
     if gradient == "backprop":
       return forward(g, x, key)[:2]
-    gx, vjp_fn = jax.vjp(g, x)
-    return gx, jnp.mean(_neumann_surrogate(vjp_fn, probes(key, x), neumann_w), axis=0)
+    return _neumann_surrogate_estimate(g, x, probes(key, x), neumann_w)
 
   if (gradient == "neumann" if remat is None else remat):
     return _rematerialized(forward, differentiable, g, x, key)
@@ -382,8 +398,7 @@ def roulette_logdet(
     parameter = poisson_rate
   else:
     raise ValueError(f"distribution: expected one of {ROULETTE_DISTRIBUTIONS}, got {distribution!r}")
-  if remat is not None and not isinstance(remat, bool):
-    raise TypeError(f"remat: expected True, False or None, got {remat!r}")
+  _check_remat(remat)
   n_unrolled = n_exact_terms if loops.resolve_unroll(unroll) else 0
 
   def term_weight(k):
@@ -400,17 +415,10 @@ def roulette_logdet(
     else:
       extra = jax.random.poisson(count_key, poisson_rate)
     n_terms = n_exact_terms + jnp.minimum(extra, max_terms - n_exact_terms)
-    gx, vjp_fn = jax.vjp(g, x)
-    v = probes(key, x)
-    value, neumann_w = _series_loop(jax.lax.stop_gradient(vjp_fn), v, n_terms, term_weight, neumann=True,
-                                    n_unrolled=n_unrolled)
-    if with_gradient:
-      value = _with_neumann_gradient(vjp_fn, v, value, neumann_w)
-    return gx, jnp.mean(value, axis=0), neumann_w
+    return _neumann_series(g, x, probes(key, x), n_terms, term_weight, n_unrolled, with_gradient)
 
   def differentiable(g, x, key, neumann_w):
-    gx, vjp_fn = jax.vjp(g, x)
-    return gx, jnp.mean(_neumann_surrogate(vjp_fn, probes(key, x), neumann_w), axis=0)
+    return _neumann_surrogate_estimate(g, x, probes(key, x), neumann_w)
 
   if remat is None or remat:
     return _rematerialized(forward, differentiable, g, x, key)
