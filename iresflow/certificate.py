@@ -4,17 +4,19 @@ Power iteration under-estimates each layer's norm, so the normalisation of eq. (
 guarantee ``Lip(g) < 1`` (Sec. 2.1). After training, :func:`certify` bounds every layer of every
 block from above -- float64 SVD for dense layers, the FFT method of Sedghi et al. (2019) at the
 layer's real input size for convolutions, or the exact norm of the materialised operator where the
-input is small enough -- and multiplies the bounds with the activations'
-Lipschitz constants:
+input is small enough -- and combines the bounds with the activations' Lipschitz constants; for a
+chain ``g`` (i-ResNets, Residual Flows)
 
-    Lip(g) <= prod_i ||W_hat_i||_2 * prod_j Lip(phi_j)
+    Lip(g) <= prod_i ||W_hat_i||_2 * prod_j Lip(phi_j),
 
-where ``W_hat_i`` is the weight the model actually uses: the certificate asks each block for its
-layers (``IResNetBlock.normalized_layers``, eq. 2 with the stored norm-estimator state, computed by
-the layers' own code at ``'highest'`` matmul precision), so the kernel certified is the kernel in use.
-It finds the blocks through the model (``model.blocks(variables)``), not by parameter names. A block
-is certified when that product is ``< 1``; then the block is invertible (Theorem 1) and its
-fixed-point inverse converges (eq. 1).
+for i-DenseNets' DenseNet ``g`` the concatenations enter too (``ResidualSpec.lipschitz_bound``).
+``W_hat_i`` is the weight the model actually uses: the certificate asks each block for its
+layers (``normalized_layers``, eq. 2 with the stored norm-estimator state, computed by
+the layers' own code at ``'highest'`` matmul precision) and concatenation weights, so what is
+certified is what is in use. It finds the blocks through the model (``model.blocks(variables)``),
+not by parameter names. A block is certified when the bound is ``< 1``; then an i-ResNet block is
+invertible (Theorem 1) and its fixed-point inverse converges (eq. 1), and so do both solves of a
+Monotone block.
 """
 
 from __future__ import annotations
@@ -26,7 +28,6 @@ import jax
 import numpy as np
 
 from iresflow.core import spectral
-from iresflow.nn.block import IResNetBlock
 from iresflow.nn.spectral import NormalizedWeights
 from iresflow.nn.step import BlockView
 
@@ -48,8 +49,9 @@ class BlockCertificate:
     name: where the block sits in the model, e.g. ``'stage 0, block 2'``.
     layers: the layers of ``g`` in order.
     activation_lipschitz: product of the activations' Lipschitz constants.
-    lipschitz_bound: rigorous ``prod(layer bounds) * activation_lipschitz``.
-    lipschitz_estimate: the same product with the layers' norm estimates (a lower estimate).
+    lipschitz_bound: rigorous bound from the layer bounds (``ResidualSpec.lipschitz_bound``: for a chain
+      ``prod(layer bounds) * activation_lipschitz``; a DenseNet ``g`` also weighs in its concatenations).
+    lipschitz_estimate: the same with the layers' norm estimates (a lower estimate).
   """
 
   name: str
@@ -94,7 +96,13 @@ class Certificate:
 
 def normalized_layers(view: BlockView) -> tuple[NormalizedWeights, ...]:
   """The layers of one block's ``g`` exactly as the block uses them (its own code, spectral state read-only)."""
-  return view.block.apply(view.variables, view.input_shape, method=IResNetBlock.normalized_layers)
+  return view.block.apply(view.variables, view.input_shape, method="normalized_layers")
+
+
+def concat_weights(view: BlockView) -> tuple[np.ndarray, ...]:
+  """A DenseNet ``g``'s concatenation weights ``(eta_1, eta_2)`` per layer, as the block uses them; ``()`` else."""
+  weights = view.block.apply(view.variables, view.input_shape, method="concat_weights")
+  return tuple(np.asarray(jax.device_get(w), np.float64) for w in weights)
 
 
 def _layer_bound(weights: NormalizedWeights, input_shape: tuple[int, ...], exact_max_dim: int) -> float:
@@ -121,11 +129,11 @@ def certify_block(view: BlockView, *, exact_max_dim: int = 2048) -> BlockCertifi
     # Stride-1 SAME convolutions keep the spatial size, so every layer sees the block's input grid.
     layers.append(LayerBound(f"layer{i}", float(weights.norm_estimate),
                              _layer_bound(weights, view.input_shape, exact_max_dim)))
-  activation_lipschitz = spec.activation_lipschitz(view.input_shape)
+  etas = concat_weights(view)
   return BlockCertificate(
-      name=view.name, layers=tuple(layers), activation_lipschitz=activation_lipschitz,
-      lipschitz_bound=float(np.prod([layer.bound for layer in layers])) * activation_lipschitz,
-      lipschitz_estimate=float(np.prod([layer.estimate for layer in layers])) * activation_lipschitz)
+      name=view.name, layers=tuple(layers), activation_lipschitz=spec.activation_lipschitz(view.input_shape),
+      lipschitz_bound=spec.lipschitz_bound(view.input_shape, [layer.bound for layer in layers], etas),
+      lipschitz_estimate=spec.lipschitz_bound(view.input_shape, [layer.estimate for layer in layers], etas))
 
 
 def certify(model: Any, variables: Mapping, *, exact_max_dim: int = 2048) -> Certificate:

@@ -41,7 +41,14 @@ def _max_jacobian_norm(g, points):
 @pytest.mark.parametrize("config,shape", [
     (dict(data_shape=(3,), stages=(), fc_blocks=3, fc_residual=ResidualSpec(hidden=16, activation="elu")), (3,)),
     (dict(data_shape=(4, 4, 1), stages=(3,), residual=ResidualSpec(hidden=6, activation="lipswish")), (2, 2, 4)),
-])
+    # i-DenseNets' g (dense and convolutional) and Monotone blocks: the same certificate, other formulas.
+    (dict(data_shape=(3,), stages=(), fc_blocks=2, fc_residual=ResidualSpec(
+        hidden=4, dense_layers=3, activation="clipswish", architecture="densenet")), (3,)),
+    (dict(data_shape=(4, 4, 1), stages=(2,), residual=ResidualSpec(
+        hidden=2, kernel_sizes=(3, 1), activation="clipswish", architecture="densenet")), (2, 2, 4)),
+    (dict(data_shape=(3,), stages=(), fc_blocks=2, block_type="monotone",
+          fc_residual=ResidualSpec(hidden=8, activation="elu")), (3,)),
+], ids=["chain-dense", "chain-conv", "densenet-dense", "densenet-conv", "monotone"])
 def test_bounds_dominate_exact_jacobian_norms_after_training(config, shape):
   model = IResNetFlow(**config)
   x = jax.random.normal(jax.random.key(0), (32,) + config["data_shape"])

@@ -4,7 +4,8 @@ Modules (each readable on its own):
 
 * :mod:`~iresflow.core.spectral` -- spectral norms: power iteration, Lanczos, eq. (2), rigorous bounds.
 * :mod:`~iresflow.core.fixed_point` -- the inverse (Algorithm 1) with implicit gradients.
-* :mod:`~iresflow.core.logdet` -- ``ln det(I + J_g)``: power series (Algorithm 2), roulette, exact, bounds.
+* :mod:`~iresflow.core.logdet` -- ``ln det(I + J_g)`` (and the Cayley transform's): power series (Algorithm 2),
+  roulette, exact, bounds.
 * :mod:`~iresflow.core.estimators` -- the log-det estimators as settings objects.
 * :mod:`~iresflow.core.precision` -- matmul precision for the computations that must be accurate.
 * :mod:`~iresflow.core.loops` -- rolled or unrolled loops per backend (unrolled on CPU by default).
@@ -18,7 +19,7 @@ from iresflow.core.fixed_point import (FixedPointInfo, FixedPointSolver, banach_
                                        merge_infos)
 from iresflow.core.logdet import (accumulation_dtype, exact_logdet, exact_series, logdet_bounds,
                                   power_series_logdet, residual_jacobians, roulette_logdet, sample_probes,
-                                  series_truncation_bound)
+                                  series_coefficient, series_truncation_bound)
 from iresflow.core.loops import unroll_by_default
 from iresflow.core.precision import with_matmul_precision
 from iresflow.core.spectral import (conv_norm_bound, conv_operator_norm, dense_norm_bound, lanczos_iteration,
@@ -35,7 +36,7 @@ __all__ = [
     # log-determinants (Sec. 3, Algorithm 2, Residual Flows)
     "ExactLogDet", "LogDetEstimator", "PowerSeries", "Roulette", "accumulation_dtype", "exact_logdet",
     "exact_series", "logdet_bounds", "power_series_logdet", "residual_jacobians", "roulette_logdet",
-    "sample_probes", "series_truncation_bound",
+    "sample_probes", "series_coefficient", "series_truncation_bound",
     # precision and loops
     "with_matmul_precision", "unroll_by_default",
 ]

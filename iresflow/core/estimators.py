@@ -9,6 +9,10 @@ trains with a cheap estimator and evaluates with an exact or unbiased one from t
 * :class:`Roulette` -- the unbiased Russian-roulette series of Residual Flows
   (:func:`~iresflow.core.logdet.roulette_logdet`).
 
+The block decides which log-det it needs: ``estimator(key, g, x, transform='cayley')`` estimates
+``ln det(I - J_g) - ln det(I + J_g)`` for Monotone Flows' Cayley-transform block, with the same
+settings (see :mod:`iresflow.core.logdet`).
+
 They are frozen dataclasses: hashable (a static argument of ``jax.jit``), checked when built, and
 printable as the sentence a result table needs (:meth:`describe`).
 """
@@ -37,9 +41,10 @@ class ExactLogDet:
   def __post_init__(self):
     precision_lib.check_precision(self.precision)
 
-  def __call__(self, key: jax.Array | None, g: logdet.ResidualFn, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+  def __call__(self, key: jax.Array | None, g: logdet.ResidualFn, x: jax.Array, *, transform: str = "residual"
+               ) -> tuple[jax.Array, jax.Array]:
     del key  # deterministic
-    return logdet.exact_logdet(g, x, precision=self.precision)
+    return logdet.exact_logdet(g, x, precision=self.precision, transform=transform)
 
   def describe(self) -> str:
     return "exact log-det (jax.jacfwd + slogdet): no estimator bias"
@@ -82,9 +87,11 @@ class PowerSeries:
     if self.remat is not None:
       _check_bool(self.remat, "remat")
 
-  def __call__(self, key: jax.Array, g: logdet.ResidualFn, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+  def __call__(self, key: jax.Array, g: logdet.ResidualFn, x: jax.Array, *, transform: str = "residual"
+               ) -> tuple[jax.Array, jax.Array]:
     return logdet.power_series_logdet(key, g, x, n_terms=self.n_terms, n_probes=self.n_probes, probe=self.probe,
-                                      gradient=self.gradient, unroll=self.unroll, remat=self.remat)
+                                      gradient=self.gradient, unroll=self.unroll, remat=self.remat,
+                                      transform=transform)
 
   def describe(self) -> str:
     return f"power series, {self.n_terms} terms, {self.n_probes} {self.probe} probes"
@@ -135,11 +142,12 @@ class Roulette:
     if not self.poisson_rate > 0:
       raise ValueError(f"poisson_rate: expected a positive number, got {self.poisson_rate}")
 
-  def __call__(self, key: jax.Array, g: logdet.ResidualFn, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+  def __call__(self, key: jax.Array, g: logdet.ResidualFn, x: jax.Array, *, transform: str = "residual"
+               ) -> tuple[jax.Array, jax.Array]:
     return logdet.roulette_logdet(key, g, x, n_exact_terms=self.n_exact_terms, distribution=self.distribution,
                                   geometric_p=self.geometric_p, poisson_rate=self.poisson_rate,
                                   max_terms=self.max_terms, n_probes=self.n_probes, probe=self.probe,
-                                  unroll=self.unroll, remat=self.remat)
+                                  unroll=self.unroll, remat=self.remat, transform=transform)
 
   def describe(self) -> str:
     return (f"unbiased Russian-roulette series ({self.n_exact_terms} exact terms, {self.distribution}, at most "

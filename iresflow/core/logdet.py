@@ -17,6 +17,15 @@ pass but the input (and the Neumann vector): ``g``'s forward is recomputed there
 so a deep flow's step no longer holds every block's activations. Such an estimate is
 differentiable in reverse mode only (``jax.grad``/``jax.vjp``, not ``jax.jvp``/``jacfwd``).
 
+Monotone Flows (Ahn et al. 2022) use the Cayley transform ``F = 2 (I + g)^{-1} - I`` of a contraction
+``g`` instead of ``x + g(x)``. With ``u = (I + g)^{-1}(x)``, ``J_F = (I - J_g(u)) (I + J_g(u))^{-1}``, so
+
+    ln det J_F = ln det(I - J_g) - ln det(I + J_g) = -2 sum_{k odd} tr(J_g^k) / k,
+
+the same series with the even terms cancelled and the odd ones doubled. Every function here takes
+``transform='cayley'`` for it (``'residual'``, the default, is eq. 4); the Neumann gradient
+becomes ``-2 sum_{k even} tr(J^k dJ)``, and the bounds change accordingly.
+
 All estimators take a batched residual function ``g: (batch, ...) -> (batch, ...)`` that treats
 each example separately, and return ``(g(x), logdet)`` with ``logdet`` of shape ``(batch,)``:
 ``g(x)`` falls out of the same ``jax.vjp`` and the block needs it for ``y = x + g(x)``.
@@ -84,6 +93,30 @@ def _check_batched_input(x: jax.Array) -> None:
 
 
 GRADIENTS = ("backprop", "neumann")
+TRANSFORMS = ("residual", "cayley")
+
+
+def _check_transform(transform: str) -> None:
+  if transform not in TRANSFORMS:
+    raise ValueError(f"transform: expected one of {TRANSFORMS}, got {transform!r}")
+
+
+def series_coefficient(k, transform: str = "residual"):
+  """``c_k`` with ``ln det = sum_{k>=1} c_k tr(J_g^k)``: ``(-1)^{k+1} / k``, or for the Cayley transform
+  ``-2 / k`` at odd ``k`` and 0 at even ``k``. ``k`` may be an int or an array."""
+  _check_transform(transform)
+  odd = k % 2 == 1
+  if transform == "residual":
+    return jnp.where(odd, 1.0, -1.0) / k
+  return jnp.where(odd, -2.0, 0.0) / k
+
+
+def _transform_weight(transform: str, dtype):
+  """``k -> k (-1)^{k+1} c_k`` (1 for eq. 4; -2 or 0 for the Cayley transform), the factor ``_series_loop``
+  applies on top of its alternating ``(-1)^{k+1} / k``."""
+  if transform == "residual":
+    return lambda k: jnp.ones((), dtype)
+  return lambda k: jnp.where(k % 2 == 1, -2.0, 0.0).astype(dtype)
 
 
 def _probe_vector_jacobian(vjp_fn, n_probes: int):
@@ -242,6 +275,7 @@ def power_series_logdet(
     gradient: str = "backprop",
     unroll: bool | None = None,
     remat: bool | None = None,
+    transform: str = "residual",
 ) -> tuple[jax.Array, jax.Array]:
   """Truncated power-series estimate of ``ln det(I + J_g(x))`` per example (Algorithm 2, eq. 5).
 
@@ -276,6 +310,8 @@ def power_series_logdet(
       only ``x``, ``g``'s weights and, for ``'neumann'``, the vector ``w`` are kept. Same values
       and gradients (reverse mode only); one more forward of ``g`` (with ``'backprop'``, of the
       whole series) per backward pass. None (default): with ``'neumann'`` only.
+    transform: ``'residual'`` (``ln det(I + J_g)``, eq. 4) or ``'cayley'`` (``ln det(I - J_g) -
+      ln det(I + J_g)``, the odd terms only; see the module docstring).
 
   Returns:
     ``(g(x), logdet)`` with ``logdet`` of shape ``(batch,)``.
@@ -287,10 +323,9 @@ def power_series_logdet(
   if gradient not in GRADIENTS:
     raise ValueError(f"gradient: expected one of {GRADIENTS}, got {gradient!r}")
   _check_remat(remat)
+  _check_transform(transform)
   n_unrolled = n_terms if loops.resolve_unroll(unroll) else 0
-
-  def ones(k):
-    return jnp.ones((), accumulation_dtype(x.dtype))
+  ones = _transform_weight(transform, accumulation_dtype(x.dtype))
 
   def probes(key, x):
     return sample_probes(key, (n_probes,) + x.shape, x.dtype, probe)
@@ -346,6 +381,7 @@ def roulette_logdet(
     probe: str = "gaussian",
     unroll: bool | None = None,
     remat: bool | None = None,
+    transform: str = "residual",
 ) -> tuple[jax.Array, jax.Array]:
   """Unbiased Russian-roulette estimate of ``ln det(I + J_g(x))`` (Residual Flows, Chen et al. 2019).
 
@@ -377,6 +413,7 @@ def roulette_logdet(
       loop). None (default): on CPU only (:mod:`iresflow.core.loops`).
     remat: recompute ``g``'s forward in the backward pass, keeping only ``x``, the parameters and
       the Neumann vector (see :func:`power_series_logdet`). None (default): on.
+    transform: ``'residual'`` or ``'cayley'`` (see :func:`power_series_logdet`).
 
   Returns:
     ``(g(x), logdet)`` with ``logdet`` of shape ``(batch,)``.
@@ -399,11 +436,13 @@ def roulette_logdet(
   else:
     raise ValueError(f"distribution: expected one of {ROULETTE_DISTRIBUTIONS}, got {distribution!r}")
   _check_remat(remat)
+  _check_transform(transform)
   n_unrolled = n_exact_terms if loops.resolve_unroll(unroll) else 0
+  transform_weight = _transform_weight(transform, jnp.float32)
 
   def term_weight(k):
     j = k - n_exact_terms
-    return jnp.where(j <= 0, 1.0, 1.0 / roulette_tail_probability(j, distribution, parameter))
+    return transform_weight(k) * jnp.where(j <= 0, 1.0, 1.0 / roulette_tail_probability(j, distribution, parameter))
 
   def probes(key, x):
     return sample_probes(jax.random.split(key)[0], (n_probes,) + x.shape, x.dtype, probe)
@@ -425,7 +464,8 @@ def roulette_logdet(
   return forward(g, x, key, with_gradient=True)[:2]
 
 
-def exact_series(g: ResidualFn, x: jax.typing.ArrayLike, n_terms: int) -> jax.Array:
+def exact_series(g: ResidualFn, x: jax.typing.ArrayLike, n_terms: int, *, transform: str = "residual"
+                 ) -> jax.Array:
   """The truncated series ``PS(J_g, n)`` of eq. (5) computed exactly from the full Jacobian.
 
   For tests and small problems: ``O(d^2)`` memory per example.
@@ -434,11 +474,13 @@ def exact_series(g: ResidualFn, x: jax.typing.ArrayLike, n_terms: int) -> jax.Ar
     g: batched residual function.
     x: inputs, shape ``(batch, ...)``.
     n_terms: number of terms ``n >= 1``.
+    transform: ``'residual'`` or ``'cayley'`` (:func:`series_coefficient`).
 
   Returns:
-    ``(batch,)`` array of ``sum_{k=1}^{n} (-1)^{k+1} tr(J_g^k) / k``.
+    ``(batch,)`` array of ``sum_{k=1}^{n} c_k tr(J_g^k)``: ``c_k = (-1)^{k+1} / k`` for eq. (5).
   """
   validation.check_positive_int(n_terms, "n_terms")
+  _check_transform(transform)
   jacobians = residual_jacobians(g, x)
 
   def series(jac):
@@ -446,7 +488,7 @@ def exact_series(g: ResidualFn, x: jax.typing.ArrayLike, n_terms: int) -> jax.Ar
     total = 0.0
     for k in range(1, n_terms + 1):
       power = power @ jac
-      total = total + (-1) ** (k + 1) * jnp.trace(power) / k
+      total = total + series_coefficient(k, transform) * jnp.trace(power)
     return total
 
   return jax.vmap(series)(jacobians)
@@ -464,8 +506,8 @@ def residual_jacobians(g: ResidualFn, x: jax.typing.ArrayLike) -> jax.Array:
   return jax.vmap(jacobian)(x)
 
 
-def exact_logdet(g: ResidualFn, x: jax.typing.ArrayLike, *, precision: str | None = "highest"
-                 ) -> tuple[jax.Array, jax.Array]:
+def exact_logdet(g: ResidualFn, x: jax.typing.ArrayLike, *, precision: str | None = "highest",
+                 transform: str = "residual") -> tuple[jax.Array, jax.Array]:
   """Exact ``ln |det(I + J_g(x))|`` per example, by ``jax.jacfwd`` and ``slogdet``.
 
   Costs ``d`` forward passes and ``O(d^3)`` per example: for tests, 2-D densities and small images.
@@ -477,24 +519,33 @@ def exact_logdet(g: ResidualFn, x: jax.typing.ArrayLike, *, precision: str | Non
     g: batched residual function.
     x: inputs, shape ``(batch, ...)``.
     precision: matmul precision of ``g`` (None: JAX's ambient default).
+    transform: ``'residual'``, or ``'cayley'`` for ``ln |det(I - J_g)| - ln |det(I + J_g)|``.
 
   Returns:
     ``(g(x), logdet)`` with ``logdet`` of shape ``(batch,)``.
   """
+  _check_transform(transform)
   g = precision_lib.with_matmul_precision(g, precision)
   jacobians = residual_jacobians(g, x)
   jacobians = jacobians.astype(accumulation_dtype(jacobians.dtype))  # no slogdet in bfloat16
   eye = jnp.eye(jacobians.shape[-1], dtype=jacobians.dtype)
   _, logdet = jnp.linalg.slogdet(eye + jacobians)
+  if transform == "cayley":
+    logdet = jnp.linalg.slogdet(eye - jacobians)[1] - logdet
   return g(jnp.asarray(x)), logdet
 
 
-def logdet_bounds(lipschitz: float | Sequence[float], dim: int) -> tuple[float, float]:
+def logdet_bounds(lipschitz: float | Sequence[float], dim: int, *, transform: str = "residual"
+                  ) -> tuple[float, float]:
   """Lemma 7: ``d sum_t ln(1 - L_t) <= ln det J_F(x) <= d sum_t ln(1 + L_t)`` for all ``x``.
+
+  For the Cayley transform every singular value of ``J_F = (I - J)(I + J)^{-1}`` lies in
+  ``[(1 - L) / (1 + L), (1 + L) / (1 - L)]``, so the bounds are ``-/+ d sum_t ln((1 + L_t) / (1 - L_t))``.
 
   Args:
     lipschitz: ``Lip(g_t)`` of one block or a sequence, one per block, each in ``[0, 1)``.
     dim: data dimension ``d``.
+    transform: ``'residual'`` or ``'cayley'``.
 
   Returns:
     ``(lower, upper)`` as Python floats.
@@ -503,28 +554,37 @@ def logdet_bounds(lipschitz: float | Sequence[float], dim: int) -> tuple[float, 
   if np.any(values < 0) or np.any(values >= 1):
     raise ValueError(f"lipschitz: expected values in [0, 1), got {values.tolist()}")
   validation.check_positive_int(dim, "dim")
+  _check_transform(transform)
+  if transform == "cayley":
+    spread = float(dim * np.sum(np.log1p(values) - np.log1p(-values)))
+    return -spread, spread
   return float(dim * np.sum(np.log1p(-values))), float(dim * np.sum(np.log1p(values)))
 
 
-def series_truncation_bound(lipschitz: float, dim: int, n_terms: int) -> float:
+def series_truncation_bound(lipschitz: float, dim: int, n_terms: int, *, transform: str = "residual") -> float:
   """Theorem 3: ``|PS(J_g, n) - ln det(I + J_g)| <= -d (ln(1 - L) + sum_{k=1}^{n} L^k / k)``.
 
   Worked values per dimension: L = 0.9 gives 0.47 (n = 5), 0.18 (n = 10), 0.039 (n = 20);
-  L = 0.5, n = 5 gives 0.0046.
+  L = 0.5, n = 5 gives 0.0046. For the Cayley transform the tail is ``2 d sum_{k>n, k odd} L^k / k``
+  (the same argument: ``|tr(J^k)| <= d L^k``).
 
   Args:
     lipschitz: ``L = Lip(g)`` in ``[0, 1)``.
     dim: data dimension ``d``.
     n_terms: number of terms ``n >= 0`` kept.
+    transform: ``'residual'`` or ``'cayley'``.
 
   Returns:
     The bound as a Python float.
   """
+  _check_transform(transform)
   if not 0.0 <= lipschitz < 1.0:
     raise ValueError(f"lipschitz: expected a value in [0, 1), got {lipschitz}")
   validation.check_positive_int(dim, "dim")
   validation.check_nonnegative_int(n_terms, "n_terms")
   # The tail sum_{k>n} L^k / k, summed directly: -ln(1 - L) - partial sum cancels badly for small L.
+  if transform == "cayley":
+    return 2 * dim * _odd_tail(lipschitz, n_terms)
   tail, k, term = 0.0, n_terms + 1, 1.0
   while k < 100_000:
     term = lipschitz**k / k
@@ -535,3 +595,15 @@ def series_truncation_bound(lipschitz: float, dim: int, n_terms: int) -> float:
   else:
     tail = -math.log1p(-lipschitz) - sum(lipschitz**j / j for j in range(1, n_terms + 1))
   return dim * tail
+
+
+def _odd_tail(lipschitz: float, n_terms: int) -> float:
+  """``sum_{k > n, k odd} L^k / k``, with ``atanh(L) = sum_{k odd} L^k / k`` where the direct sum is slow."""
+  tail, k = 0.0, n_terms + 1 + (n_terms % 2 == 1)  # the first odd k > n
+  while k < 100_000:
+    term = lipschitz**k / k
+    tail += term
+    if term < 1e-18 * max(tail, 1e-300):
+      return tail
+    k += 2
+  return math.atanh(lipschitz) - sum(lipschitz**j / j for j in range(1, n_terms + 1, 2))

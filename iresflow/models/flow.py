@@ -35,7 +35,8 @@ from iresflow.core.fixed_point import FixedPointSolver
 from iresflow.core.logdet import accumulation_dtype
 from iresflow.nn.residual import ResidualSpec
 from iresflow.nn.reshape import squeeze, unsqueeze
-from iresflow.nn.step import BlockView, FlowStep, scan_forward, scan_inverse, stacked_block_views
+from iresflow.nn.step import (BlockView, FlowStep, check_block_type, scan_forward, scan_inverse,
+                              stacked_block_views)
 
 PRIORS = ("normal", "learned")
 _LOG_2PI = math.log(2 * math.pi)
@@ -75,6 +76,9 @@ class IResNetFlow(nn.Module):
       None (default): the forward pass unrolled on CPU, scanned on other backends
       (:mod:`iresflow.core.loops`); the inverse scanned (each block's inverse is a loop anyway).
       Same parameters either way.
+    block_type: ``'iresnet'`` (``x + g(x)``; i-ResNets, Residual Flows, i-DenseNets) or ``'monotone'``
+      (the Cayley transform ``2 (I + g)^{-1} - I`` of ``g``; Monotone Flows, ``iresflow.nn.MonotoneBlock``).
+    forward_solver: the forward pass's fixed-point solve of Monotone blocks (None: the block's default).
   """
 
   data_shape: Sequence[int]
@@ -89,10 +93,15 @@ class IResNetFlow(nn.Module):
   prior: str = "normal"
   num_classes: int = 0
   unroll_blocks: bool | None = None
+  block_type: str = "iresnet"
+  forward_solver: FixedPointSolver | None = None
 
   # ----------------------------------------------------------------------------------- structure
   def _check_config(self) -> None:
     loops.check_unroll(self.unroll_blocks, "unroll_blocks")
+    check_block_type(self.block_type)
+    if self.forward_solver is not None and not isinstance(self.forward_solver, FixedPointSolver):
+      raise TypeError(f"forward_solver: expected a FixedPointSolver or None, got {self.forward_solver!r}")
     if self.prior not in PRIORS:
       raise ValueError(f"prior: expected one of {PRIORS}, got {self.prior!r}")
     shape = tuple(self.data_shape)
@@ -148,17 +157,19 @@ class IResNetFlow(nn.Module):
     views = []
     shapes, _ = self.stage_shapes()
     for i, (spec, shape, length) in enumerate(zip(self.stage_specs(), shapes, self.stages)):
-      views += stacked_block_views(variables, f"stage_steps_{i}", spec, shape, length, f"stage {i}")
+      views += stacked_block_views(variables, f"stage_steps_{i}", spec, shape, length, f"stage {i}",
+                                   self.block_type, self.forward_solver)
     if self.fc_blocks:
       fc_dim = math.prod(shapes[-1]) if shapes else math.prod(self.data_shape)  # what factor-out leaves
       views += stacked_block_views(variables, "fc_step", self.fc_residual, (fc_dim,), self.fc_blocks,
-                                   "fully connected")
+                                   "fully connected", self.block_type, self.forward_solver)
     return views
 
   def setup(self):
     self._check_config()
-    self.stage_steps = [FlowStep(spec, actnorm=self.actnorm) for spec in self.stage_specs()]
-    self.fc_step = FlowStep(self.fc_residual, actnorm=self.actnorm) if self.fc_blocks else None
+    step = dict(actnorm=self.actnorm, block_type=self.block_type, forward_solver=self.forward_solver)
+    self.stage_steps = [FlowStep(spec, **step) for spec in self.stage_specs()]
+    self.fc_step = FlowStep(self.fc_residual, **step) if self.fc_blocks else None
     dim = math.prod(self.data_shape)
     self.classifier_head = nn.Dense(self.num_classes, name="classifier_head") if self.num_classes else None
     if self.prior == "learned":

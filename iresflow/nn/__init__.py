@@ -1,6 +1,10 @@
-"""Flax linen modules: contractive layers, activations, ActNorm, reshapes, the i-ResNet block and flow step.
+"""Flax linen modules: contractive layers, activations, ActNorm, reshapes, the blocks and the flow step.
 
-Every invertible piece (``ActNorm``, ``Squeeze``, ``IResNetBlock``, ``FlowStep``, and the models) has
+Blocks: ``IResNetBlock`` (``x + g(x)``, i-ResNets and Residual Flows) and ``MonotoneBlock`` (the
+Cayley transform of ``g``, Monotone Flows); ``g`` is a chain or, for i-DenseNets, a Lipschitz
+DenseNet (``ResidualSpec(architecture='densenet', activation='clipswish')``).
+
+Every invertible piece (``ActNorm``, ``Squeeze``, ``IResNetBlock``, ``MonotoneBlock``, ``FlowStep``, and the models) has
 ``__call__``, ``forward_and_log_det(x, *, estimator)``, ``inverse(y, *, solver)`` and
 ``inverse_and_log_det(y, *, solver, estimator)``; the estimators and the solver come from
 :mod:`iresflow.core` and are re-exported here.
@@ -9,16 +13,18 @@ Every invertible piece (``ActNorm``, ``Squeeze``, ``IResNetBlock``, ``FlowStep``
 from iresflow.core.estimators import ExactLogDet, PowerSeries, Roulette
 from iresflow.core.fixed_point import FixedPointInfo, FixedPointSolver
 from iresflow.nn.actnorm import ActNorm
-from iresflow.nn.activations import ACTIVATIONS, LIPSCHITZ_CONSTANTS, lipswish
-from iresflow.nn.block import INVERSE_INFO, IResNetBlock, inverse_info
+from iresflow.nn.activations import ACTIVATIONS, LIPSCHITZ_CONSTANTS, clipswish, lipswish
+from iresflow.nn.block import INVERSE_INFO, ContractiveBlock, IResNetBlock, inverse_info
+from iresflow.nn.monotone import MonotoneBlock
 from iresflow.nn.reshape import Squeeze, injective_pad, squeeze, unsqueeze
 from iresflow.nn.residual import ContractiveResidual, ResidualSpec
 from iresflow.nn.spectral import LipschitzConstraint, NormalizedWeights, SpectralConv, SpectralDense
-from iresflow.nn.step import BlockView, FlowStep
+from iresflow.nn.step import BLOCK_TYPES, BlockView, FlowStep
 
 __all__ = [
-    "ACTIVATIONS", "ActNorm", "BlockView", "ContractiveResidual", "ExactLogDet", "FixedPointInfo",
-    "FixedPointSolver", "FlowStep", "INVERSE_INFO", "IResNetBlock", "LIPSCHITZ_CONSTANTS", "LipschitzConstraint",
-    "NormalizedWeights", "PowerSeries", "ResidualSpec", "Roulette", "SpectralConv", "SpectralDense", "Squeeze",
-    "injective_pad", "inverse_info", "lipswish", "squeeze", "unsqueeze",
+    "ACTIVATIONS", "ActNorm", "BLOCK_TYPES", "BlockView", "ContractiveBlock", "ContractiveResidual", "ExactLogDet",
+    "FixedPointInfo", "FixedPointSolver", "FlowStep", "INVERSE_INFO", "IResNetBlock", "LIPSCHITZ_CONSTANTS",
+    "LipschitzConstraint", "MonotoneBlock", "NormalizedWeights", "PowerSeries", "ResidualSpec", "Roulette",
+    "SpectralConv", "SpectralDense", "Squeeze", "clipswish", "injective_pad", "inverse_info", "lipswish", "squeeze",
+    "unsqueeze",
 ]

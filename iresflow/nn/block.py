@@ -61,8 +61,11 @@ def _check_estimator(estimator) -> None:
   estimators_lib.check_estimator(estimator)
 
 
-class IResNetBlock(nn.Module):
-  """``F(x) = x + g(x)`` with ``g`` described by ``spec``.
+class ContractiveBlock(nn.Module):
+  """What every block built on a contraction ``g`` has: ``g``'s parameters and views of ``g``.
+
+  :class:`IResNetBlock` (``x + g(x)``) and ``iresflow.nn.MonotoneBlock`` (the Cayley transform of
+  ``g``) derive from it; certificates and block views only use what is defined here.
 
   Attributes:
     spec: the residual function (width, layers, activation, Lipschitz constraint).
@@ -85,6 +88,18 @@ class IResNetBlock(nn.Module):
   def normalized_layers(self, input_shape: Sequence[int]) -> tuple[NormalizedWeights, ...]:
     """The layers of ``g`` as it uses them (after eq. 2), for certificates."""
     return self.g.normalized_layers(input_shape)
+
+  def concat_weights(self, input_shape: Sequence[int]) -> tuple[jax.Array, ...]:
+    """A DenseNet ``g``'s concatenation weights ``(eta_1, eta_2)`` per layer, for certificates; ``()`` otherwise."""
+    return self.g.concat_weights(input_shape)
+
+
+class IResNetBlock(ContractiveBlock):
+  """``F(x) = x + g(x)`` with ``g`` described by ``spec``.
+
+  Attributes:
+    spec: the residual function (width, layers, activation, Lipschitz constraint).
+  """
 
   def __call__(self, x: jax.Array) -> jax.Array:
     """``F(x) = x + g(x)`` for a batch ``x`` of shape ``(batch, ...)``."""

@@ -1,22 +1,33 @@
-"""The residual function ``g`` of an i-ResNet block: one frozen description, and the module that builds it.
+"""The residual function ``g`` of a block: one frozen description, and the module that builds it.
 
 :class:`ResidualSpec` says everything about ``g``: its width, its layers, its activation and the
 :class:`~iresflow.nn.spectral.LipschitzConstraint` of every layer. Models pass one spec down to their
 blocks; there is one set of defaults, here.
 
-Images (per-example ``(H, W, C)``): ``g = W_n phi(... phi(W_1 x))`` with one convolution per entry of
-``kernel_sizes`` (default 3x3 -> 1x1 -> 3x3, the shape of the official code and Residual Flows, Sec.
-2.1), hidden width ``hidden``, output with the input's channels. Vectors (``(d,)``): the same with
-``dense_layers`` dense layers. ``preactivation=True`` applies ``phi`` to the input first, as the
-reference implementations do for every block after the first.
+Two architectures:
 
-``Lip(g) <= prod_i ||W_i|| * Lip(phi)^(number of activations)``, at most ``coeff ** n_layers`` once the
-norm estimates have converged; ``iresflow.certify`` checks it rigorously.
+* **chain** (i-ResNets, Residual Flows): images (per-example ``(H, W, C)``):
+  ``g = W_n phi(... phi(W_1 x))`` with one convolution per entry of ``kernel_sizes`` (default 3x3 ->
+  1x1 -> 3x3, the shape of the official code and Residual Flows, Sec. 2.1), hidden width ``hidden``,
+  output with the input's channels. Vectors (``(d,)``): the same with ``dense_layers`` dense layers.
+  ``Lip(g) <= prod_i ||W_i|| * Lip(phi)^(number of activations)``, at most ``coeff ** n_layers``.
+* **densenet** (i-DenseNets, Perugachi-Diaz et al. 2021, Sec. 3): every layer but the last
+  concatenates its input with a transform of it, ``h <- [eta_1 h, eta_2 phi(W h)]`` (``W`` maps to
+  ``hidden`` channels, the growth), and the last layer projects the concatenation back to the
+  input's width. The learnable weights satisfy ``eta_1^2 + eta_2^2 = 1``, so a concatenation has
+  ``Lip <= sqrt(eta_1^2 + eta_2^2 (Lip(phi) ||W||)^2) <= 1``, and
+  ``Lip(g) <= ||W_n|| * prod_{i<n} sqrt(eta_1,i^2 + eta_2,i^2 (Lip(phi) ||W_i||)^2)``
+  (:meth:`ResidualSpec.lipschitz_bound`).
+
+``preactivation=True`` applies ``phi`` to the input first, as the reference implementations do for
+every block after the first. CLipSwish (``activation='clipswish'``) doubles the channels it is
+applied to; the layers' widths follow. ``iresflow.certify`` bounds ``Lip(g)`` rigorously.
 
 :meth:`ContractiveResidual.residual_function` runs the spectral normalisation once (updating the norm
 estimator's state if it is mutable) and returns ``g`` as a closure over the normalised arrays: the
 core functions can then ``jax.vjp`` it, loop over it, and differentiate it freely.
-:meth:`ContractiveResidual.normalized_layers` returns those arrays, for certificates.
+:meth:`ContractiveResidual.normalized_layers` returns those arrays and
+:meth:`ContractiveResidual.concat_weights` the concatenation weights, for certificates.
 """
 
 from __future__ import annotations
@@ -26,6 +37,8 @@ from typing import Callable, Sequence
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
+import numpy as np
 
 from iresflow.core import validation
 from iresflow.nn import activations
@@ -34,20 +47,26 @@ from iresflow.nn.spectral import LipschitzConstraint, NormalizedWeights, Spectra
 ResidualFn = Callable[[jax.Array], jax.Array]
 
 
+ARCHITECTURES = ("chain", "densenet")
+
+
 @dataclasses.dataclass(frozen=True)
 class ResidualSpec:
   """What the residual function ``g`` of a block is.
 
   Attributes:
-    hidden: width of the hidden layers (channels for images).
+    hidden: width of the hidden layers (channels for images); for ``'densenet'``, the growth: the
+      channels each concatenating layer's convolution adds (twice that after CLipSwish).
     kernel_sizes: images: the spatial kernel size of each convolution; its length is the number of
       layers.
     dense_layers: vectors: the number of dense layers.
-    activation: one of ``iresflow.nn.activations.ACTIVATIONS`` (``'lipswish'``, Residual Flows', or
-      ``'elu'``, the i-ResNet paper's, ...).
+    activation: one of ``iresflow.nn.activations.ACTIVATIONS`` (``'lipswish'``, Residual Flows',
+      ``'elu'``, the i-ResNet paper's, ``'clipswish'``, i-DenseNets', ...).
     preactivation: apply the activation to the input before the first layer.
     constraint: how every layer is kept contractive (eq. 2); ``LipschitzConstraint(coeff=None)`` for
       an unconstrained residual function.
+    architecture: ``'chain'`` (layer after layer) or ``'densenet'`` (i-DenseNets' Lipschitz
+      DenseNet: concatenating layers, then a projection back to the input's width).
   """
 
   hidden: int = 64
@@ -56,6 +75,7 @@ class ResidualSpec:
   activation: str = "lipswish"
   preactivation: bool = True
   constraint: LipschitzConstraint = LipschitzConstraint()
+  architecture: str = "chain"
 
   def __post_init__(self):
     object.__setattr__(self, "kernel_sizes", tuple(int(k) for k in self.kernel_sizes))
@@ -68,15 +88,45 @@ class ResidualSpec:
     activations.check_activation(self.activation)
     if not isinstance(self.constraint, LipschitzConstraint):
       raise TypeError(f"constraint: expected a LipschitzConstraint, got {self.constraint!r}")
+    if self.architecture not in ARCHITECTURES:
+      raise ValueError(f"architecture: expected one of {ARCHITECTURES}, got {self.architecture!r}")
 
   def n_layers(self, input_shape: Sequence[int]) -> int:
     """Number of linear layers of ``g`` for per-example inputs of ``input_shape``."""
     return len(self.kernel_sizes) if len(input_shape) == 3 else self.dense_layers
 
   def activation_lipschitz(self, input_shape: Sequence[int]) -> float:
-    """Product of the Lipschitz constants of the activations applied in ``g``."""
+    """Product of the Lipschitz constants of the activations applied in ``g`` (one per layer but the last,
+    and one more with ``preactivation``)."""
     n_activations = self.n_layers(input_shape) - 1 + int(self.preactivation)
     return activations.LIPSCHITZ_CONSTANTS[self.activation] ** n_activations
+
+  def lipschitz_bound(self, input_shape: Sequence[int], layer_norms: Sequence[float],
+                      concat_weights: Sequence[Sequence[float]] = ()) -> float:
+    """An upper bound on ``Lip(g)`` from upper bounds on its layers' operator norms (float64).
+
+    Args:
+      input_shape: per-example input shape of ``g``.
+      layer_norms: one bound per linear layer, in order (``n_layers`` of them).
+      concat_weights: ``'densenet'``: the ``(eta_1, eta_2)`` of every concatenating layer, as ``g``
+        uses them (:meth:`ContractiveResidual.concat_weights`); ignored for ``'chain'``.
+
+    Returns:
+      ``prod(layer_norms) * activation_lipschitz`` for a chain; for a DenseNet
+      ``Lip(phi)^[preactivation] * ||W_n|| * prod_{i<n} sqrt(eta_1,i^2 + eta_2,i^2 (Lip(phi) ||W_i||)^2)``.
+    """
+    norms = np.asarray(layer_norms, np.float64)
+    n_layers = self.n_layers(input_shape)
+    if norms.shape != (n_layers,):
+      raise ValueError(f"layer_norms: expected {n_layers} norms, got {norms.shape}")
+    if self.architecture == "chain":
+      return float(np.prod(norms)) * self.activation_lipschitz(input_shape)
+    weights = np.asarray(concat_weights, np.float64).reshape(-1, 2)
+    if weights.shape[0] != n_layers - 1:
+      raise ValueError(f"concat_weights: expected {n_layers - 1} pairs (eta_1, eta_2), got {weights.shape[0]}")
+    phi = activations.LIPSCHITZ_CONSTANTS[self.activation]
+    per_layer = np.sqrt(weights[:, 0]**2 + weights[:, 1]**2 * (phi * norms[:-1])**2)
+    return float(np.prod(per_layer) * norms[-1] * (phi if self.preactivation else 1.0))
 
 
 class ContractiveResidual(nn.Module):
@@ -85,7 +135,8 @@ class ContractiveResidual(nn.Module):
   spec: ResidualSpec = ResidualSpec()
 
   @nn.compact
-  def _build(self, input_shape: Sequence[int]) -> tuple[ResidualFn, tuple[NormalizedWeights, ...]]:
+  def _build(self, input_shape: Sequence[int]
+             ) -> tuple[ResidualFn, tuple[NormalizedWeights, ...], tuple[jax.Array, ...]]:
     spec = self.spec
     input_shape = tuple(int(n) for n in input_shape)
     if len(input_shape) not in (1, 3):
@@ -93,35 +144,65 @@ class ContractiveResidual(nn.Module):
                        f"shape {input_shape}")
     image = len(input_shape) == 3
     n_layers = spec.n_layers(input_shape)
-    widths = [spec.hidden] * (n_layers - 1) + [input_shape[-1]]
-    layers, betas, shape = [], [], input_shape
-    for i, width in enumerate(widths):
+    densenet = spec.architecture == "densenet"
+    factor = activations.width_factor(spec.activation)
+    phi = activations.ACTIVATIONS[spec.activation]
+
+    def activation_beta(name: str):
+      if spec.activation not in activations.LEARNABLE:
+        return None
+      return jax.nn.softplus(self.param(name, nn.initializers.constant(0.5), ()))
+
+    def make_layer(i: int, width: int, in_shape: tuple[int, ...]) -> NormalizedWeights:
       common = dict(features=width, constraint=spec.constraint, name=f"layer{i}")
       if image:
         size = spec.kernel_sizes[i]
-        layer = SpectralConv(kernel_size=(size, size), **common)
-      else:
-        layer = SpectralDense(**common)
-      layers.append(layer.normalized_weights(shape))
-      shape = shape[:-1] + (width,)
-      if (i > 0 or spec.preactivation) and spec.activation in activations.LEARNABLE:
-        raw = self.param(f"beta{i}", nn.initializers.constant(0.5), ())
-        betas.append(jax.nn.softplus(raw))
-      else:
-        betas.append(None)
-    phi = activations.ACTIVATIONS[spec.activation]
-    apply_layer = conv2d if image else dense
-    preactivation = spec.preactivation
+        return SpectralConv(kernel_size=(size, size), **common).normalized_weights(in_shape)
+      return SpectralDense(**common).normalized_weights(in_shape)
 
-    def g(x: jax.Array) -> jax.Array:
-      h = x
-      for i, (weights, beta) in enumerate(zip(layers, betas)):
-        if i > 0 or preactivation:
-          h = phi(h) if beta is None else phi(h, beta)
+    # Activation before layer i (chain: i > 0, or i = 0 with preactivation); DenseNet: after each
+    # concatenating layer i, and before the first one with preactivation.
+    layers, betas, concat = [], [], []
+    width = input_shape[-1]
+    pre_beta = None
+    if spec.preactivation:
+      pre_beta = activation_beta("beta0")
+      width *= factor
+    for i in range(n_layers):
+      last = i == n_layers - 1
+      out_width = input_shape[-1] if last else spec.hidden
+      if not densenet and i > 0:
+        betas.append(activation_beta(f"beta{i}"))
+        width *= factor
+      layers.append(make_layer(i, out_width, input_shape[:-1] + (width,)))
+      if densenet and not last:
+        betas.append(activation_beta(f"beta{i + 1}"))
+        raw = jax.nn.softplus(self.param(f"concat{i}", nn.initializers.zeros, (2,)))
+        concat.append(raw / jnp.sqrt(jnp.sum(raw**2)))
+        width += out_width * factor
+      elif not densenet:
+        width = out_width
+    apply_layer = conv2d if image else dense
+
+    def activate(h, beta):
+      return phi(h) if beta is None else phi(h, beta)
+
+    def g_chain(x: jax.Array) -> jax.Array:
+      h = activate(x, pre_beta) if spec.preactivation else x
+      for i, weights in enumerate(layers):
+        if i > 0:
+          h = activate(h, betas[i - 1])
         h = apply_layer(h, weights.kernel, weights.bias)
       return h
 
-    return g, tuple(layers)
+    def g_densenet(x: jax.Array) -> jax.Array:
+      h = activate(x, pre_beta) if spec.preactivation else x
+      for weights, beta, eta in zip(layers[:-1], betas, concat):
+        grown = activate(apply_layer(h, weights.kernel, weights.bias), beta)
+        h = jnp.concatenate([eta[0].astype(h.dtype) * h, eta[1].astype(h.dtype) * grown], axis=-1)
+      return apply_layer(h, layers[-1].kernel, layers[-1].bias)
+
+    return (g_densenet if densenet else g_chain), tuple(layers), tuple(concat)
 
   def residual_function(self, input_shape: Sequence[int]) -> ResidualFn:
     """``g`` for per-example inputs of ``input_shape``: a pure function ``(batch, *input_shape) -> same``."""
@@ -130,6 +211,10 @@ class ContractiveResidual(nn.Module):
   def normalized_layers(self, input_shape: Sequence[int]) -> tuple[NormalizedWeights, ...]:
     """The weights of every layer of ``g`` as ``g`` uses them (after eq. 2), in order."""
     return self._build(input_shape)[1]
+
+  def concat_weights(self, input_shape: Sequence[int]) -> tuple[jax.Array, ...]:
+    """``'densenet'``: the ``(eta_1, eta_2)`` of every concatenating layer, shape ``(2,)`` each; ``()`` for a chain."""
+    return self._build(input_shape)[2]
 
   def __call__(self, x: jax.Array) -> jax.Array:
     """``g(x)`` for a batch ``x``."""

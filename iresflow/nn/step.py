@@ -1,4 +1,4 @@
-"""A flow step (ActNorm + i-ResNet block) and the scans that stack identical steps.
+"""A flow step (ActNorm + a block: i-ResNet or Monotone) and the scans that stack identical steps.
 
 A stage of identical steps runs under ``nn.scan``: parameters and norm-estimator state are stacked
 along a leading axis, the body is traced once, so compile time does not grow with depth (the
@@ -20,10 +20,29 @@ from iresflow.core import estimators as estimators_lib, loops
 from iresflow.core.fixed_point import FixedPointSolver
 from iresflow.core.logdet import accumulation_dtype
 from iresflow.nn.actnorm import ActNorm
-from iresflow.nn.block import INVERSE_INFO, IResNetBlock
+from iresflow.nn.block import INVERSE_INFO, ContractiveBlock, IResNetBlock
+from iresflow.nn.monotone import MonotoneBlock
 from iresflow.nn.residual import ResidualSpec
 
 _SCAN_AXES = {"params": 0, "spectral": 0, INVERSE_INFO: 0}
+
+# The blocks a flow step can hold: ``'iresnet'`` (x + g(x)) or ``'monotone'`` (the Cayley transform of g).
+BLOCK_TYPES = {"iresnet": IResNetBlock, "monotone": MonotoneBlock}
+
+
+def check_block_type(block_type: str) -> None:
+  """Raises ``ValueError`` naming the known block types unless ``block_type`` is one of them."""
+  if block_type not in BLOCK_TYPES:
+    raise ValueError(f"block_type: expected one of {sorted(BLOCK_TYPES)}, got {block_type!r}")
+
+
+def make_block(spec: ResidualSpec, block_type: str = "iresnet", forward_solver: FixedPointSolver | None = None,
+               **kwargs) -> ContractiveBlock:
+  """The block of ``block_type`` on ``g = spec``; ``forward_solver`` applies to Monotone blocks only."""
+  check_block_type(block_type)
+  if block_type == "monotone" and forward_solver is not None:
+    kwargs["forward_solver"] = forward_solver
+  return BLOCK_TYPES[block_type](spec, **kwargs)
 
 
 class FlowStep(nn.Module):
@@ -32,14 +51,18 @@ class FlowStep(nn.Module):
   Attributes:
     spec: the block's residual function.
     actnorm: ActNorm before the block.
+    block_type: ``'iresnet'`` (``x + g(x)``) or ``'monotone'`` (``iresflow.nn.MonotoneBlock``).
+    forward_solver: the forward solve of a Monotone block (None: the block's default).
   """
 
   spec: ResidualSpec = ResidualSpec()
   actnorm: bool = True
+  block_type: str = "iresnet"
+  forward_solver: FixedPointSolver | None = None
 
   def setup(self):
     self.norm = ActNorm() if self.actnorm else None
-    self.block = IResNetBlock(self.spec)
+    self.block = make_block(self.spec, self.block_type, self.forward_solver)
 
   def __call__(self, x: jax.Array) -> jax.Array:
     return self.block(self.norm(x) if self.norm is not None else x)
@@ -106,37 +129,39 @@ def scan_inverse(step: FlowStep, y: jax.Array, length: int, *, solver: FixedPoin
 
 
 class BlockView(NamedTuple):
-  """One i-ResNet block of a model, on its own.
+  """One block of a model, on its own.
 
   Attributes:
     name: where it sits, e.g. ``'stage 0, block 2'``.
-    block: the block's module (unbound).
+    block: the block's module (unbound): an ``IResNetBlock`` or a ``MonotoneBlock``.
     variables: its variables alone (``params`` and, when constrained, ``spectral``), unstacked.
     input_shape: the per-example shape of the block's input.
   """
 
   name: str
-  block: IResNetBlock
+  block: ContractiveBlock
   variables: dict
   input_shape: tuple[int, ...]
 
   def residual(self, x: jax.Array) -> jax.Array:
     """``g(x)`` of this block for a batch ``x`` of shape ``(batch, *input_shape)``.
 
-    ``view.block.apply(variables, x, method=IResNetBlock.residual)`` is the same ``g`` as a pure
+    ``view.block.apply(variables, x, method='residual')`` is the same ``g`` as a pure
     function of ``(variables, x)``, for ``jax.vmap``, ``jax.jacfwd`` and the core functions.
     """
-    return self.block.apply(self.variables, x, method=IResNetBlock.residual)
+    return self.block.apply(self.variables, x, method="residual")
 
 
 def stacked_block_views(variables: Mapping, step_name: str, spec: ResidualSpec, input_shape: Sequence[int],
-                        length: int, label: str) -> list[BlockView]:
+                        length: int, label: str, block_type: str = "iresnet",
+                        forward_solver: FixedPointSolver | None = None) -> list[BlockView]:
   """The blocks of a stage of ``length`` stacked :class:`FlowStep` named ``step_name``, one view each."""
   views = []
   for index in range(length):
     block_variables = {collection: jax.tree.map(lambda a, i=index: a[i], tree[step_name]["block"])
                        for collection, tree in variables.items()
                        if collection in ("params", "spectral") and step_name in tree}
-    block = IResNetBlock(spec, parent=None)  # detached: not a submodule of whatever module lists it
+    # Detached (parent=None): not a submodule of whatever module lists it.
+    block = make_block(spec, block_type, forward_solver, parent=None)
     views.append(BlockView(f"{label}, block {index}", block, block_variables, tuple(input_shape)))
   return views

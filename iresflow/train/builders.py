@@ -81,6 +81,8 @@ def build_model(config, data_shape: tuple[int, ...], num_classes: int) -> nn.Mod
   for key in ("residual", "fc_residual"):
     if key in kwargs:
       kwargs[key] = residual_spec(kwargs[key])
+  if isinstance(kwargs.get("forward_solver"), Mapping):
+    kwargs["forward_solver"] = make_solver(kwargs["forward_solver"])
   data_shape = tuple(int(n) for n in data_shape)
   if config.task == "classification":
     return IResNetClassifier(data_shape=data_shape, num_classes=num_classes, **kwargs)

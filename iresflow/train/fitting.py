@@ -1,19 +1,52 @@
 """A small optax training loop for several models side by side on in-memory data (Figure 2, Table 4).
 
 ``train_and_evaluate`` is for configs, checkpoints and TFDS data; the experiment scripts that compare
-small models (the i-ResNet against a Glow-style baseline) need only this.
+small models (the i-ResNet against a Glow-style baseline) need only this. :func:`fit_for_seconds`
+gives each model the same wall-clock budget instead of the same number of steps.
 The loss is checked on the host every ``check_every`` steps, not every step, so the steps run back
 to back; a non-finite loss stops training with an error naming the step.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+
+
+def _training_steps(variables: dict, loss_fn: Callable, optimizer: optax.GradientTransformation,
+                    batch_at: Callable[[int], np.ndarray], key: jax.Array, check_every: int,
+                    n_steps: int | None = None):
+  """Runs optimizer steps (``n_steps`` of them, or without end); after every ``check_every`` steps and at
+  the last one, synchronised with the device and the losses checked, yields ``(steps done, variables)``."""
+  params = variables["params"]
+  rest = {k: v for k, v in variables.items() if k != "params"}
+  opt_state = optimizer.init(params)
+
+  @jax.jit
+  def step(params, rest, opt_state, batch, key):
+    def params_loss(params):
+      return loss_fn({"params": params, **rest}, batch, key)
+    (loss, updated), grads = jax.value_and_grad(params_loss, has_aux=True)(params)
+    updates, opt_state = optimizer.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), {**rest, **updated}, opt_state, loss
+
+  losses, i = [], 0
+  while n_steps is None or i < n_steps:
+    params, rest, opt_state, loss = step(params, rest, opt_state, jnp.asarray(batch_at(i)), jax.random.fold_in(key, i))
+    losses.append(loss)
+    i += 1
+    if len(losses) == check_every or i == n_steps:
+      values = np.asarray(jnp.stack(losses))
+      if not np.all(np.isfinite(values)):
+        first = i - len(values) + int(np.argmin(np.isfinite(values)))
+        raise FloatingPointError(f"training diverged: loss {values[first - (i - len(values))]} at step {first}")
+      losses = []
+      yield i, {"params": params, **rest}
 
 
 def fit(variables: dict, loss_fn: Callable, optimizer: optax.GradientTransformation,
@@ -36,26 +69,30 @@ def fit(variables: dict, loss_fn: Callable, optimizer: optax.GradientTransformat
   Raises:
     FloatingPointError: a loss was NaN or infinite; names the first such step.
   """
-  params = variables["params"]
-  rest = {k: v for k, v in variables.items() if k != "params"}
-  opt_state = optimizer.init(params)
+  for _, variables in _training_steps(variables, loss_fn, optimizer, batch_at, key, check_every, n_steps):
+    pass
+  return variables
 
-  @jax.jit
-  def step(params, rest, opt_state, batch, key):
-    def params_loss(params):
-      return loss_fn({"params": params, **rest}, batch, key)
-    (loss, updated), grads = jax.value_and_grad(params_loss, has_aux=True)(params)
-    updates, opt_state = optimizer.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), {**rest, **updated}, opt_state, loss
 
-  losses = []
-  for i in range(n_steps):
-    params, rest, opt_state, loss = step(params, rest, opt_state, jnp.asarray(batch_at(i)), jax.random.fold_in(key, i))
-    losses.append(loss)
-    if len(losses) == check_every or i == n_steps - 1:
-      values = np.asarray(jnp.stack(losses))
-      if not np.all(np.isfinite(values)):
-        first = i - len(values) + 1 + int(np.argmin(np.isfinite(values)))
-        raise FloatingPointError(f"training diverged: loss {values[first - (i - len(values) + 1)]} at step {first}")
-      losses = []
-  return {"params": params, **rest}
+def fit_for_seconds(variables: dict, loss_fn: Callable, optimizer: optax.GradientTransformation,
+                    batch_at: Callable[[int], np.ndarray], seconds: float, key: jax.Array, check_every: int = 25
+                    ) -> tuple[dict, int, float]:
+  """Like :func:`fit`, but for a wall-clock budget: steps until ``seconds`` of training have passed.
+
+  The first ``check_every`` steps (which include compilation) do not count against the budget, so
+  models that compile slowly are compared on training time alone; the budget is checked every
+  ``check_every`` steps, so it can be overrun by that many steps.
+
+  Returns:
+    ``(trained variables, steps done, seconds of the first check_every steps)``.
+  """
+  start = time.perf_counter()
+  warmup_seconds, budget_start = None, None
+  done = 0
+  for done, variables in _training_steps(variables, loss_fn, optimizer, batch_at, key, check_every):
+    now = time.perf_counter()
+    if warmup_seconds is None:
+      warmup_seconds, budget_start = now - start, now
+    elif now - budget_start >= seconds:
+      break
+  return variables, done, warmup_seconds

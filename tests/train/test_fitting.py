@@ -6,7 +6,7 @@ import numpy as np
 import optax
 import pytest
 
-from iresflow.train.fitting import fit
+from iresflow.train.fitting import fit, fit_for_seconds
 
 
 def _quadratic_loss(variables, target, key):
@@ -33,3 +33,13 @@ def test_fit_names_the_first_step_whose_loss_was_not_finite(bad_step, check_ever
   with pytest.raises(FloatingPointError, match=f"at step {bad_step}$"):
     fit({"params": {"w": jnp.zeros(1)}}, loss_fn, optax.sgd(0.1), batches, 20, jax.random.key(0),
         check_every=check_every)
+
+
+def test_fit_for_seconds_stops_after_the_budget_and_counts_its_steps():
+  variables = {"params": {"w": jnp.zeros(3)}, "counter": {"n": jnp.asarray(0)}}
+  target = np.array([1.0, -2.0, 0.5], np.float32)
+  trained, steps, warmup = fit_for_seconds(variables, _quadratic_loss, optax.sgd(0.1), lambda i: target, 0.2,
+                                           jax.random.key(0), check_every=10)
+  assert steps >= 20 and steps % 10 == 0 and warmup > 0  # the warm-up stretch, then at least one more
+  assert int(trained["counter"]["n"]) == steps
+  np.testing.assert_allclose(trained["params"]["w"], target, atol=1e-4)

@@ -1,0 +1,272 @@
+"""The i-ResNet family side by side: i-ResNet, Residual Flow, i-DenseNet, Monotone Flow and a Glow-style baseline.
+
+On 2-D toy densities and on scikit-learn's 8x8 digits, every model gets the same training wall-clock
+(after compilation; :func:`iresflow.train.fitting.fit_for_seconds`), the same data order, batch size,
+optimizer and learning rate, and about the same number of parameters (each model's width is chosen to
+match the i-ResNet's count). The members differ as their papers say:
+
+* i-ResNet (Behrmann et al. 2019): ``g`` a chain with ELU, c = 0.9, 5-term power series.
+* Residual Flow (Chen et al. 2019): LipSwish, c = 0.98, Russian-roulette log-det, Neumann gradient.
+* i-DenseNet (Perugachi-Diaz et al. 2021): the Residual Flow with a Lipschitz DenseNet ``g`` (CLipSwish,
+  learnable concatenation weights).
+* Monotone Flow (Ahn et al. 2022): the i-DenseNet's ``g`` in the Cayley-transform block
+  (``block_type='monotone'``); CLipSwish stands in for their CPila.
+* Glow-style: ActNorm, learned mixing and affine coupling (``iresflow.baselines``).
+
+Test log-likelihoods use exact log-determinants (2x2 or 64x64 Jacobians). Every flow of the family is
+certified (``iresflow.certify``) after training. Writes a table, a JSON file and a figure of the toy
+densities.
+
+    python experiments/family.py                                # docs/family.{md,json,png}, ~35 min
+    python experiments/family.py --quick --output-dir /tmp/x    # tiny, about a minute
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+
+import jax
+import jax.numpy as jnp
+import matplotlib
+import numpy as np
+import optax
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+import iresflow  # noqa: E402
+from iresflow.baselines import GlowFlow, GlowImageFlow, matching_width, parameter_count  # noqa: E402
+from iresflow.data import BatchSampler, load_image_dataset, sample_toy  # noqa: E402
+from iresflow.models import IResNetFlow  # noqa: E402
+from iresflow.nn import ExactLogDet, LipschitzConstraint, PowerSeries, ResidualSpec, Roulette  # noqa: E402
+from iresflow.train import create_optimizer  # noqa: E402
+from iresflow.train.fitting import fit_for_seconds  # noqa: E402
+from iresflow.train.tasks import DensityPreprocessing  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MEMBERS = ("i-ResNet", "Residual Flow", "i-DenseNet", "Monotone Flow", "Glow")
+LIMIT = 4.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Member:
+  """How one family member is built from a width: its ``g`` and block, and its training estimator."""
+
+  activation: str
+  coeff: float
+  architecture: str = "chain"
+  block_type: str = "iresnet"
+  roulette: bool = True
+
+  def spec(self, width: int, image: bool) -> ResidualSpec:
+    layers = dict(kernel_sizes=(3, 3, 3, 1)) if self.architecture == "densenet" else {}
+    if not image:
+      layers = dict(dense_layers=4 if self.architecture == "densenet" else 3)
+    return ResidualSpec(hidden=width, activation=self.activation, architecture=self.architecture,
+                        constraint=LipschitzConstraint(self.coeff), **layers)
+
+  def estimator(self):
+    return Roulette() if self.roulette else PowerSeries(n_terms=5)
+
+
+FLOWS = {
+    "i-ResNet": Member("elu", 0.9, roulette=False),
+    "Residual Flow": Member("lipswish", 0.98),
+    "i-DenseNet": Member("clipswish", 0.98, architecture="densenet"),
+    "Monotone Flow": Member("clipswish", 0.98, architecture="densenet", block_type="monotone"),
+}
+
+
+def make_flow(member: Member, width: int, data_shape, n_blocks: int, stages) -> IResNetFlow:
+  image = len(data_shape) == 3
+  spec = member.spec(width, image)
+  if image:
+    return IResNetFlow(data_shape=data_shape, stages=stages, residual=spec, block_type=member.block_type)
+  return IResNetFlow(data_shape=data_shape, stages=(), fc_blocks=n_blocks, fc_residual=spec,
+                     block_type=member.block_type)
+
+
+def flow_width(member: Member, n_params: int, x, data_shape, n_blocks, stages) -> int:
+  """The width whose flow has the parameter count closest to ``n_params`` (bisection, shapes only)."""
+  return matching_width(lambda h: _InitWithEstimator(make_flow(member, h, data_shape, n_blocks, stages)), n_params,
+                        x, low=1, high=1024)
+
+
+class _InitWithEstimator:
+  """Adapts a flow to ``matching_width``, which calls ``module.init(key, x)``."""
+
+  def __init__(self, flow):
+    self.flow = flow
+
+  def init(self, key, x):
+    return self.flow.init(key, x, estimator=PowerSeries(n_terms=1))
+
+
+def train_for(variables, log_prob_fn, batch_at, seconds: float, steps_per_check: int, learning_rate: float):
+  """Adam (warm-up 100 steps, clipping 1.0) on ``-mean log p`` for ``seconds`` of training."""
+  optimizer = create_optimizer("adam", learning_rate, num_steps=10**6, warmup_steps=100, grad_clip=1.0)
+
+  def loss_fn(variables, x, key):
+    log_prob, updated = log_prob_fn(variables, x, key)
+    return -jnp.mean(log_prob), updated
+
+  return fit_for_seconds(variables, loss_fn, optimizer, batch_at, seconds, jax.random.key(0), steps_per_check)
+
+
+def run_dataset(name: str, seconds: float, quick: bool) -> tuple[dict, dict]:
+  """Trains the five models on one dataset; returns ``(results per model, log-densities on a grid for toys)``."""
+  image = name == "digits"
+  if image:
+    data = load_image_dataset("digits")
+    data_shape, batch, stages, n_blocks, base_width = data.image_shape, 64, ((1, 1) if quick else (4, 4)), 0, 16
+    preprocessing = DensityPreprocessing(data.num_levels)
+    sampler = BatchSampler(len(data.train_images), batch, 0)
+    dim = math.prod(data_shape)
+
+    def batch_at(i):
+      return data.train_images[sampler.global_indices(i)]
+
+    def continuous(key, images):
+      return preprocessing(key, images)  # dequantised, in [-0.5, 0.5], and the log-det of that map
+    test = data.test_images
+    x_init = jnp.asarray(data.train_images[:batch], jnp.float32) / data.num_levels - 0.5
+  else:
+    data_shape, batch, stages, n_blocks, base_width = (2,), 500, (), (2 if quick else 10), (8 if quick else 32)
+    train_data = sample_toy(name, 200_000, 1)
+    n_batches = len(train_data) // batch
+
+    def batch_at(i):
+      return train_data[(i % n_batches) * batch:(i % n_batches + 1) * batch]
+
+    def continuous(key, x):
+      return x, jnp.zeros(x.shape[0])
+    test = sample_toy(name, 2000 if quick else 20_000, 12345)
+    x_init = jnp.asarray(batch_at(0))
+  steps_per_check = 5 if quick else 25
+  learning_rate = 2e-3
+
+  reference = make_flow(FLOWS["i-ResNet"], base_width, data_shape, n_blocks, stages)
+  n_params = parameter_count(reference.init(jax.random.key(0), x_init, estimator=PowerSeries())["params"])
+  results, densities = {}, {}
+  grid = np.linspace(-LIMIT, LIMIT, 100 if not quick else 20, dtype=np.float32)
+  points = jnp.asarray(np.stack(np.meshgrid(grid, grid), -1).reshape(-1, 2))
+  for member_name in MEMBERS:
+    if member_name == "Glow":
+      make = (lambda h: GlowImageFlow(stages, h)) if image else (lambda h: GlowFlow(n_blocks, h))
+      width = matching_width(make, n_params, x_init)
+      model = make(width)
+      variables = model.init(jax.random.key(0), x_init)
+      certified = None
+
+      def log_prob(variables, x, key, model=model):
+        return model.apply(variables, x), {}
+      exact_log_prob = jax.jit(lambda variables, x, model=model: model.apply(variables, x))
+    else:
+      member = FLOWS[member_name]
+      width = base_width if member_name == "i-ResNet" else flow_width(member, n_params, x_init, data_shape,
+                                                                      n_blocks, stages)
+      model = make_flow(member, width, data_shape, n_blocks, stages)
+      estimator = member.estimator()
+      variables = model.init(jax.random.key(0), x_init, estimator=estimator)
+
+      def log_prob(variables, x, key, model=model, estimator=estimator):
+        return model.apply(variables, x, estimator=estimator, rngs={"logdet": key}, mutable=["spectral"])
+      exact_log_prob = jax.jit(lambda variables, x, model=model: model.apply(variables, x, estimator=ExactLogDet()))
+
+    def train_log_prob(variables, x, key, log_prob=log_prob):
+      data_key, model_key = jax.random.split(key)
+      x, pre_logdet = continuous(data_key, x)
+      value, updated = log_prob(variables, x, model_key)
+      return value + pre_logdet, updated
+
+    variables, steps, warmup = train_for(variables, train_log_prob, batch_at, seconds, steps_per_check,
+                                         learning_rate)
+    # Test: nats per example for toys; bits/dim in the 17-level space of the digits.
+    values = []
+    for lo in range(0, len(test), 120 if image else 2000):
+      x, pre_logdet = continuous(jax.random.key(10_000 + lo), jnp.asarray(test[lo:lo + (120 if image else 2000)]))
+      values.append(exact_log_prob(variables, x) + pre_logdet)
+    log_likelihood = jnp.concatenate(values)
+    if image:
+      score = float(jnp.mean(preprocessing.loss_per_example(log_likelihood, dim)))
+    else:
+      score = float(jnp.mean(log_likelihood))
+      densities[member_name] = np.exp(np.asarray(exact_log_prob(variables, points))).reshape(len(grid), len(grid))
+    if member_name != "Glow":
+      certificate = iresflow.certify(model, variables)
+      certified = certificate.certified
+    results[member_name] = {
+        "parameters": parameter_count(variables["params"]), "width": width, "steps": steps,
+        "train_seconds": seconds, "first_steps_seconds": warmup, "certified": certified,
+        ("test_bits_per_dim" if image else "test_log_likelihood"): score,
+        "standard_error": float(jnp.std(log_likelihood) / math.sqrt(log_likelihood.size)
+                                / (dim * math.log(2) if image else 1.0))}
+    print(name, member_name, {k: round(v, 4) if isinstance(v, float) else v for k, v in results[member_name].items()},
+          flush=True)
+  return results, densities
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--quick", action="store_true", help="tiny sizes and budgets")
+  parser.add_argument("--output-dir", default=os.path.join(ROOT, "docs"))
+  parser.add_argument("--toy-seconds", type=float, default=None, help="training seconds per model on a toy (60)")
+  parser.add_argument("--digits-seconds", type=float, default=None, help="training seconds per model on digits (240)")
+  args = parser.parse_args()
+  toys = ("checkerboard",) if args.quick else ("checkerboard", "2spirals")
+  toy_seconds = args.toy_seconds or (2.0 if args.quick else 60.0)
+  digits_seconds = args.digits_seconds or (2.0 if args.quick else 240.0)
+
+  results, densities = {}, {}
+  for toy in toys:
+    results[toy], densities[toy] = run_dataset(toy, toy_seconds, args.quick)
+  results["digits"], _ = run_dataset("digits", digits_seconds, args.quick)
+
+  os.makedirs(args.output_dir, exist_ok=True)
+  fig, axes = plt.subplots(len(toys), len(MEMBERS) + 1, figsize=(2.2 * (len(MEMBERS) + 1), 2.3 * len(toys)),
+                           squeeze=False)
+  for row, toy in enumerate(toys):
+    data = sample_toy(toy, 20_000, 7)
+    axes[row, 0].hist2d(data[:, 0], data[:, 1], bins=100, range=[[-LIMIT, LIMIT]] * 2, cmap="magma")
+    axes[row, 0].set_ylabel(toy)
+    axes[row, 0].set_title("data", fontsize=8)
+    for col, member_name in enumerate(MEMBERS, start=1):
+      axes[row, col].imshow(densities[toy][member_name], origin="lower", extent=(-LIMIT, LIMIT) * 2, cmap="magma")
+      r = results[toy][member_name]
+      axes[row, col].set_title(f"{member_name}: {r['test_log_likelihood']:.3f}", fontsize=8)
+  for ax in axes.ravel():
+    ax.set_xticks([])
+    ax.set_yticks([])
+  fig.suptitle(f"Densities after {toy_seconds:.0f} s of training each, ~equal parameters "
+               "(test log-likelihood in nats, higher is better)", fontsize=8)
+  fig.tight_layout()
+  fig.savefig(os.path.join(args.output_dir, "family.png"), dpi=110)
+  plt.close(fig)
+
+  lines = ["| data | model | parameters | steps in the budget | test score (± s.e.) | certified |",
+           "|---|---|---:|---:|---:|---|"]
+  for dataset, by_member in results.items():
+    image = dataset == "digits"
+    key = "test_bits_per_dim" if image else "test_log_likelihood"
+    best = (min if image else max)(r[key] for r in by_member.values())
+    for member_name, r in by_member.items():
+      score = f"{r[key]:.3f} ± {r['standard_error']:.3f}"
+      score = f"**{score}**" if r[key] == best else score
+      unit = "bits/dim" if image else "nats"
+      certified = "n/a" if r["certified"] is None else ("yes" if r["certified"] else "**no**")
+      lines.append(f"| {dataset} ({unit}, {r['train_seconds']:.0f} s) | {member_name} | {r['parameters']:,} | "
+                   f"{r['steps']:,} | {score} | {certified} |")
+  table = "\n".join(lines)
+  print(table)
+  with open(os.path.join(args.output_dir, "family.md"), "w") as f:
+    f.write(table + "\n")
+  with open(os.path.join(args.output_dir, "family.json"), "w") as f:
+    json.dump(results, f, indent=1)
+
+
+if __name__ == "__main__":
+  main()

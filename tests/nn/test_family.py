@@ -1,0 +1,207 @@
+"""The i-ResNet family: CLipSwish and the Lipschitz DenseNet (i-DenseNets), the Monotone block (Monotone Flows).
+
+Each against exact computation on small problems: Jacobian norms by ``jax.jacfwd`` + SVD, the
+block's log-det by ``jax.jacrev`` + ``slogdet`` of the whole map, round trips, and monotonicity.
+"""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import iresflow
+from iresflow.models import IResNetFlow
+from iresflow.nn import (INVERSE_INFO, ContractiveResidual, ExactLogDet, FixedPointSolver, LipschitzConstraint,
+                         MonotoneBlock, PowerSeries, ResidualSpec, Roulette, activations, clipswish, inverse_info,
+                         lipswish)
+
+DENSENET = dict(architecture="densenet", activation="clipswish")
+
+
+def _column_norms(beta):
+  """sqrt(a^2 + b^2) on a fine grid of x: the Jacobian norm of x -> [lipswish(x), lipswish(-x)] per entry."""
+  x = jnp.linspace(-30.0, 30.0, 600_001)
+  a = jax.vmap(jax.grad(lambda z: lipswish(z, beta)))(x)
+  b = jax.vmap(jax.grad(lambda z: lipswish(-z, beta)))(x)
+  return np.hypot(np.asarray(a, np.float64), np.asarray(b, np.float64))
+
+
+@pytest.mark.parametrize("beta", [0.3, 1.0, 4.0])
+def test_clipswish_constant_is_the_largest_jacobian_norm(beta):
+  norms = _column_norms(beta)
+  constant = activations.clipswish_lipschitz_constant()
+  assert norms.max() <= constant * (1 + 1e-6)
+  assert norms.max() >= constant * (1 - 1e-5)  # the grid reaches the maximum: the constant is not loose
+  assert constant == pytest.approx(1.004, abs=5e-4)  # the value Perugachi-Diaz et al. (2021) state
+
+
+def test_clipswish_doubles_the_width_and_is_1_lipschitz():
+  x = 3.0 * jax.random.normal(jax.random.key(0), (64, 6))
+  assert clipswish(x, 0.7).shape == (64, 12)
+  jac = jax.vmap(jax.jacfwd(lambda z: clipswish(z, 0.7)))(x)  # (64, 12, 6)
+  norms = np.linalg.svd(np.asarray(jac, np.float64), compute_uv=False)[:, 0]
+  assert norms.max() <= 1.0 + 1e-6
+  np.testing.assert_allclose(clipswish(x, 0.7)[:, :6] * activations.CLIPSWISH_LIPSCHITZ, lipswish(x, 0.7),
+                             rtol=1e-6)
+
+
+@pytest.mark.parametrize("x_shape,spec", [
+    ((3, 5), ResidualSpec(hidden=4, dense_layers=3, **DENSENET)),
+    ((2, 4, 4, 3), ResidualSpec(hidden=2, kernel_sizes=(3, 3, 1), **DENSENET)),
+    ((3, 5), ResidualSpec(hidden=4, dense_layers=2, activation="clipswish")),  # a chain with CLipSwish
+])
+def test_densenet_widths_and_concatenation_weights(x_shape, spec):
+  x = jax.random.normal(jax.random.key(0), x_shape)
+  module = ContractiveResidual(spec)
+  variables = jax.jit(module.init)(jax.random.key(1), x)
+  assert jax.eval_shape(module.apply, variables, x).shape == x_shape
+  channels = x_shape[-1]
+  kernels = [variables["params"][f"layer{i}"]["kernel"] for i in range(spec.n_layers(x_shape[1:]))]
+  if spec.architecture == "densenet":
+    # preactivation doubles the input (CLipSwish); each concatenating layer adds 2 * growth channels.
+    widths = [2 * channels + 2 * spec.hidden * i for i in range(len(kernels))]
+    etas = module.apply(variables, x_shape[1:], method=module.concat_weights)
+    assert len(etas) == len(kernels) - 1
+    for eta in etas:
+      assert float(jnp.sum(eta**2)) == pytest.approx(1.0, rel=1e-6) and bool(jnp.all(eta > 0))
+  else:
+    widths = [2 * channels] + [2 * spec.hidden] * (len(kernels) - 1)
+    assert module.apply(variables, x_shape[1:], method=module.concat_weights) == ()
+  assert [k.shape[-2] for k in kernels] == widths
+  assert kernels[-1].shape[-1] == channels
+
+
+def test_densenet_bound_formula_against_exact_jacobian_norms_with_stretched_weights():
+  # Layers far from normalised and unequal concatenation weights: the bound must still dominate.
+  spec = ResidualSpec(hidden=3, dense_layers=3, constraint=LipschitzConstraint(coeff=None), **DENSENET)
+  x = jax.random.normal(jax.random.key(0), (2, 4))
+  module = ContractiveResidual(spec)
+  variables = jax.jit(module.init)(jax.random.key(1), x)
+  params = jax.tree.map(lambda a: a, variables["params"])
+  params["concat0"] = jnp.array([2.0, -1.0])
+  params["layer1"]["kernel"] = 3.0 * params["layer1"]["kernel"]
+  variables = {"params": params}
+  layers = module.apply(variables, (4,), method=module.normalized_layers)
+  etas = module.apply(variables, (4,), method=module.concat_weights)
+  norms = [float(np.linalg.svd(np.asarray(w.kernel, np.float64), compute_uv=False)[0]) for w in layers]
+  bound = spec.lipschitz_bound((4,), norms, [np.asarray(e) for e in etas])
+  points = 3.0 * jax.random.normal(jax.random.key(2), (256, 4))
+  jac = jax.jit(jax.vmap(jax.jacfwd(lambda v: module.apply(variables, v[None])[0])))(points)
+  exact = np.linalg.svd(np.asarray(jac, np.float64), compute_uv=False)[:, 0].max()
+  assert exact <= bound
+  assert bound < np.prod(norms) * (1 + 2 * 3)  # far below the naive bound of a concatenation-blind product
+
+
+def test_lipschitz_bound_rejects_wrong_counts():
+  spec = ResidualSpec(dense_layers=3, **DENSENET)
+  with pytest.raises(ValueError, match="layer_norms"):
+    spec.lipschitz_bound((4,), [0.5, 0.5])
+  with pytest.raises(ValueError, match="concat_weights"):
+    spec.lipschitz_bound((4,), [0.5, 0.5, 0.5], [(0.6, 0.8)])
+  with pytest.raises(ValueError, match="architecture"):
+    ResidualSpec(architecture="wide")
+
+
+# ------------------------------------------------------------------------------------------ Monotone block
+
+
+def _monotone(spec=ResidualSpec(hidden=8, dense_layers=2, constraint=LipschitzConstraint(0.9)), shape=(4, 3)):
+  block = MonotoneBlock(spec)
+  x = 2.0 * jax.random.normal(jax.random.key(0), shape)
+  return block, jax.jit(block.init)(jax.random.key(1), x), x
+
+
+def _whole_map_logdet(block, variables, x):
+  jac = jax.jit(jax.vmap(jax.jacrev(lambda z: block.apply(variables, z[None])[0])))(x)
+  d = math.prod(x.shape[1:])
+  return np.linalg.slogdet(np.asarray(jac, np.float64).reshape(-1, d, d))
+
+
+@pytest.mark.parametrize("spec,shape", [
+    (ResidualSpec(hidden=8, dense_layers=2, constraint=LipschitzConstraint(0.9)), (4, 3)),
+    (ResidualSpec(hidden=3, dense_layers=3, constraint=LipschitzConstraint(0.9), **DENSENET), (4, 3)),
+    (ResidualSpec(hidden=2, kernel_sizes=(3, 1), constraint=LipschitzConstraint(0.9)), (2, 2, 2, 2)),
+])
+def test_monotone_block_log_det_round_trip_and_definition(spec, shape):
+  block, variables, x = _monotone(spec, shape)
+  y, value = jax.jit(lambda x: block.apply(variables, x, estimator=ExactLogDet(), method=block.forward_and_log_det))(x)
+  sign, exact = _whole_map_logdet(block, variables, x)
+  assert np.all(sign > 0)
+  np.testing.assert_allclose(value, exact, rtol=1e-4, atol=2e-5)
+  # The definition: y = 2u - x with u + g(u) = x.
+  g = lambda z: block.apply(variables, z, method=block.residual)
+  u = (x + y) / 2
+  np.testing.assert_allclose(u + g(u), x, atol=2e-5)
+  x_back, inverse_value = jax.jit(lambda y: block.apply(variables, y, estimator=ExactLogDet(),
+                                                        method=block.inverse_and_log_det))(y)
+  np.testing.assert_allclose(x_back, x, atol=5e-5)
+  np.testing.assert_allclose(inverse_value, -value, rtol=1e-4, atol=2e-5)
+
+
+def test_monotone_block_is_monotone_and_bi_lipschitz():
+  block, variables, _ = _monotone()
+  a = 2.0 * jax.random.normal(jax.random.key(5), (512, 3))
+  b = a + 0.5 * jax.random.normal(jax.random.key(6), (512, 3))
+  fa, fb = jax.jit(block.apply)(variables, a), jax.jit(block.apply)(variables, b)
+  assert float(jnp.min(jnp.sum((fa - fb) * (a - b), axis=1))) >= -1e-5
+  ratio = jnp.linalg.norm(fa - fb, axis=1) / jnp.linalg.norm(a - b, axis=1)
+  lipschitz = 0.9 ** 2 + 1e-3  # two layers at c = 0.9 (estimates converged at init)
+  assert float(ratio.max()) <= (1 + lipschitz) / (1 - lipschitz)
+  assert float(ratio.min()) >= (1 - lipschitz) / (1 + lipschitz)
+
+
+@pytest.mark.parametrize("estimator", [PowerSeries(n_terms=25, n_probes=4000, probe="rademacher", unroll=False),
+                                       Roulette(n_probes=4000, probe="rademacher")])
+def test_monotone_block_estimators_match_the_exact_log_det(estimator):
+  block, variables, x = _monotone()
+  _, exact = jax.jit(lambda x: block.apply(variables, x, estimator=ExactLogDet(),
+                                            method=block.forward_and_log_det))(x)
+  _, value = jax.jit(lambda x: block.apply(variables, x, estimator=estimator, method=block.forward_and_log_det,
+                                           rngs={"logdet": jax.random.key(3)}))(x)
+  # 4000 probes on a 3x3 Jacobian: the spread of one probe is below 1, so 5 standard errors < 0.08.
+  np.testing.assert_allclose(value, exact, atol=0.08)
+
+
+def test_monotone_block_unconverged_forward_solve_gives_nan():
+  spec = ResidualSpec(hidden=8, dense_layers=2, constraint=LipschitzConstraint(0.9))
+  block = MonotoneBlock(spec, forward_solver=FixedPointSolver(max_iters=1))
+  x = 2.0 * jax.random.normal(jax.random.key(0), (4, 3))
+  variables = jax.jit(block.init)(jax.random.key(1), x)
+  (y, value), state = jax.jit(lambda x: block.apply(variables, x, estimator=ExactLogDet(),
+                                                    method=block.forward_and_log_det, mutable=[INVERSE_INFO]))(x)
+  converged = np.asarray(inverse_info(state).converged)
+  assert not converged.all()
+  assert np.all(np.isnan(np.asarray(y))[~converged]) and np.all(np.isnan(np.asarray(value))[~converged])
+
+
+def test_monotone_flow_log_prob_gradients_samples_and_certificate():
+  spec = ResidualSpec(hidden=8, dense_layers=2, constraint=LipschitzConstraint(0.9))
+  flow = IResNetFlow(data_shape=(2,), stages=(), fc_blocks=2, fc_residual=spec, block_type="monotone")
+  x = jax.random.normal(jax.random.key(0), (6, 2))
+  variables = jax.jit(lambda key, x: flow.init(key, x, estimator=ExactLogDet()))(jax.random.key(1), x)
+  log_prob = jax.jit(lambda x: flow.apply(variables, x, estimator=ExactLogDet()))(x)
+  forward = jax.jit(lambda x: flow.apply(variables, x, method=flow.forward))
+  z = forward(x)
+  jac = jax.jit(jax.vmap(jax.jacrev(lambda v: flow.apply(variables, v[None], method=flow.forward)[0])))(x)
+  expected = -0.5 * jnp.sum(z**2, 1) - math.log(2 * math.pi) + np.linalg.slogdet(np.asarray(jac, np.float64))[1]
+  np.testing.assert_allclose(log_prob, expected, rtol=1e-4, atol=1e-4)
+  # Gradients through both solves (implicit) and the series are finite, and training moves the log-prob.
+  grads = jax.jit(jax.grad(lambda p: -jnp.mean(flow.apply({**variables, "params": p}, x, estimator=PowerSeries(
+      n_terms=4, gradient="neumann"), rngs={"logdet": jax.random.key(2)}))))(variables["params"])
+  assert all(bool(jnp.all(jnp.isfinite(leaf))) for leaf in jax.tree.leaves(grads))
+  samples, state = jax.jit(lambda key: flow.apply(variables, 3, rngs={"sample": key}, method=flow.sample,
+                                                  mutable=[INVERSE_INFO]))(jax.random.key(4))
+  assert bool(jnp.all(inverse_info(state).converged)) and samples.shape == (3, 2)
+  back = jax.jit(lambda z: flow.apply(variables, z, method=flow.inverse))(z)
+  np.testing.assert_allclose(back, x, atol=1e-4)
+  certificate = iresflow.certify(flow, variables)
+  assert certificate.certified and len(certificate.blocks) == 2
+  assert all(type(view.block) is MonotoneBlock for view in flow.blocks(variables))
+
+
+def test_flow_rejects_unknown_block_type():
+  flow = IResNetFlow(data_shape=(2,), stages=(), fc_blocks=1, block_type="coupling")
+  with pytest.raises(ValueError, match="block_type"):
+    flow.init(jax.random.key(0), jnp.zeros((2, 2)), estimator=ExactLogDet())
