@@ -160,9 +160,11 @@ def _series_loop(vjp_fn, v: jax.Array, n_terms, term_weight, neumann: bool, n_un
     if k < n_unrolled and neumann:
       # Term k + 1 starts from w + 0 * (sums so far): XLA:CPU's scheduler would otherwise defer the
       # sums of unrolled terms and keep every v^T J^k alive until the end (memory growing with n).
+      # Per probe and example (a tie through one entry would carry a NaN of that example to all others).
       w, value, neumann_w = carry
-      tie = jnp.zeros((), dtype) * (value.reshape(-1)[0] + neumann_w.reshape(-1)[0])
-      carry = (w + tie.astype(w.dtype), value, neumann_w)
+      first_entries = neumann_w.reshape(neumann_w.shape[:2] + (-1,))[..., 0]
+      tie = jnp.zeros((), dtype) * (value + first_entries)
+      carry = (w + tie.reshape(tie.shape + (1,) * (w.ndim - 2)).astype(w.dtype), value, neumann_w)
   if not static_count or n_unrolled < n_terms:
     carry = jax.lax.fori_loop(n_unrolled + 1, n_terms + 1, add_term, carry)
   _, value, neumann_w = carry
