@@ -16,7 +16,7 @@ $(STAMP): setup.cfg pyproject.toml constraints.txt
 	touch $(STAMP)
 
 test: $(STAMP)
-	$(PY) -m pytest -n 2 --durations=25
+	$(PY) -m pytest -n 2 --dist worksteal --durations=25
 
 demo: $(STAMP)
 	$(PY) experiments/demo.py

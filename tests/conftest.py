@@ -22,3 +22,15 @@ if os.environ.get("IRESFLOW_TEST_XLA_OPT", "0") != "1":
   _flag = "--xla_backend_optimization_level=0"
   if _flag not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_flag}".strip()
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_programs():
+  """Drops JAX's in-memory caches of compiled programs after each test module, so that a worker's
+  memory does not grow with every program it has compiled (they stay in the persistent cache)."""
+  yield
+  import jax
+  jax.clear_caches()
