@@ -13,11 +13,12 @@ match the i-ResNet's count). The members differ as their papers say:
   (``block_type='monotone'``); CLipSwish stands in for their CPila.
 * Glow-style: ActNorm, learned mixing and affine coupling (``iresflow.baselines``).
 
-Test log-likelihoods use exact log-determinants (2x2 or 64x64 Jacobians). Every flow of the family is
-certified (``iresflow.certify``) after training. Writes a table, a JSON file and a figure of the toy
+Test log-likelihoods use exact log-determinants (2x2 or 64x64 Jacobians). As the trainer does, the
+flows are evaluated and certified (``iresflow.certify``) after 10 more norm-estimator steps for their
+final parameters (``iresflow.train.workdir.evaluation_variables``). Writes a table, a JSON file and a figure of the toy
 densities.
 
-    python experiments/family.py                                # docs/family.{md,json,png}, ~35 min
+    python experiments/family.py                                # docs/family.{md,json,png}, ~47 min
     python experiments/family.py --quick --output-dir /tmp/x    # tiny, about a minute
 """
 
@@ -33,7 +34,6 @@ import jax
 import jax.numpy as jnp
 import matplotlib
 import numpy as np
-import optax
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -42,14 +42,17 @@ import iresflow  # noqa: E402
 from iresflow.baselines import GlowFlow, GlowImageFlow, matching_width, parameter_count  # noqa: E402
 from iresflow.data import BatchSampler, load_image_dataset, sample_toy  # noqa: E402
 from iresflow.models import IResNetFlow  # noqa: E402
-from iresflow.nn import ExactLogDet, LipschitzConstraint, PowerSeries, ResidualSpec, Roulette  # noqa: E402
+from iresflow.nn import (ExactLogDet, FixedPointSolver, LipschitzConstraint, PowerSeries, ResidualSpec,  # noqa: E402
+                         Roulette)
 from iresflow.train import create_optimizer  # noqa: E402
 from iresflow.train.fitting import fit_for_seconds  # noqa: E402
 from iresflow.train.tasks import DensityPreprocessing  # noqa: E402
+from iresflow.train.workdir import evaluation_variables  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MEMBERS = ("i-ResNet", "Residual Flow", "i-DenseNet", "Monotone Flow", "Glow")
 LIMIT = 4.0
+FORWARD_SOLVER = FixedPointSolver(atol=1e-5, rtol=1e-5, max_iters=1000)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,10 +87,12 @@ FLOWS = {
 def make_flow(member: Member, width: int, data_shape, n_blocks: int, stages) -> IResNetFlow:
   image = len(data_shape) == 3
   spec = member.spec(width, image)
+  # Monotone blocks solve a fixed point in the forward pass too: to 1e-5, as experiments/configs/monotone_*.py.
+  monotone = member.block_type == "monotone"
+  blocks = dict(block_type=member.block_type, forward_solver=FORWARD_SOLVER if monotone else None)
   if image:
-    return IResNetFlow(data_shape=data_shape, stages=stages, residual=spec, block_type=member.block_type)
-  return IResNetFlow(data_shape=data_shape, stages=(), fc_blocks=n_blocks, fc_residual=spec,
-                     block_type=member.block_type)
+    return IResNetFlow(data_shape=data_shape, stages=stages, residual=spec, **blocks)
+  return IResNetFlow(data_shape=data_shape, stages=(), fc_blocks=n_blocks, fc_residual=spec, **blocks)
 
 
 def flow_width(member: Member, n_params: int, x, data_shape, n_blocks, stages) -> int:
@@ -117,12 +122,13 @@ def train_for(variables, log_prob_fn, batch_at, seconds: float, steps_per_check:
   return fit_for_seconds(variables, loss_fn, optimizer, batch_at, seconds, jax.random.key(0), steps_per_check)
 
 
-def run_dataset(name: str, seconds: float, quick: bool) -> tuple[dict, dict]:
+def run_dataset(name: str, seconds: float, quick: bool, members=MEMBERS) -> tuple[dict, dict]:
   """Trains the five models on one dataset; returns ``(results per model, log-densities on a grid for toys)``."""
   image = name == "digits"
   if image:
     data = load_image_dataset("digits")
-    data_shape, batch, stages, n_blocks, base_width = data.image_shape, 64, ((1, 1) if quick else (4, 4)), 0, 16
+    data_shape, batch, stages, n_blocks = data.image_shape, 64, ((1, 1) if quick else (4, 4)), 0
+    base_width = 8 if quick else 32
     preprocessing = DensityPreprocessing(data.num_levels)
     sampler = BatchSampler(len(data.train_images), batch, 0)
     dim = math.prod(data_shape)
@@ -154,7 +160,7 @@ def run_dataset(name: str, seconds: float, quick: bool) -> tuple[dict, dict]:
   results, densities = {}, {}
   grid = np.linspace(-LIMIT, LIMIT, 100 if not quick else 20, dtype=np.float32)
   points = jnp.asarray(np.stack(np.meshgrid(grid, grid), -1).reshape(-1, 2))
-  for member_name in MEMBERS:
+  for member_name in members:
     if member_name == "Glow":
       make = (lambda h: GlowImageFlow(stages, h)) if image else (lambda h: GlowFlow(n_blocks, h))
       width = matching_width(make, n_params, x_init)
@@ -185,6 +191,8 @@ def run_dataset(name: str, seconds: float, quick: bool) -> tuple[dict, dict]:
 
     variables, steps, warmup = train_for(variables, train_log_prob, batch_at, seconds, steps_per_check,
                                          learning_rate)
+    if member_name != "Glow":  # the trainer's protocol: 10 norm-estimator steps for the final parameters
+      variables = evaluation_variables(model, variables["params"], variables["spectral"], 10)
     # Test: nats per example for toys; bits/dim in the 17-level space of the digits.
     values = []
     for lo in range(0, len(test), 120 if image else 2000):
@@ -196,12 +204,14 @@ def run_dataset(name: str, seconds: float, quick: bool) -> tuple[dict, dict]:
     else:
       score = float(jnp.mean(log_likelihood))
       densities[member_name] = np.exp(np.asarray(exact_log_prob(variables, points))).reshape(len(grid), len(grid))
+    max_bound = None
     if member_name != "Glow":
       certificate = iresflow.certify(model, variables)
-      certified = certificate.certified
+      certified, max_bound = certificate.certified, certificate.max_lipschitz_bound
     results[member_name] = {
         "parameters": parameter_count(variables["params"]), "width": width, "steps": steps,
         "train_seconds": seconds, "first_steps_seconds": warmup, "certified": certified,
+        "max_lipschitz_bound": max_bound,
         ("test_bits_per_dim" if image else "test_log_likelihood"): score,
         "standard_error": float(jnp.std(log_likelihood) / math.sqrt(log_likelihood.size)
                                 / (dim * math.log(2) if image else 1.0))}
@@ -214,27 +224,34 @@ def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--quick", action="store_true", help="tiny sizes and budgets")
   parser.add_argument("--output-dir", default=os.path.join(ROOT, "docs"))
-  parser.add_argument("--toy-seconds", type=float, default=None, help="training seconds per model on a toy (60)")
-  parser.add_argument("--digits-seconds", type=float, default=None, help="training seconds per model on digits (240)")
+  parser.add_argument("--toy-seconds", type=float, default=None, help="training seconds per model on a toy (45)")
+  parser.add_argument("--digits-seconds", type=float, default=None, help="training seconds per model on digits (180)")
+  parser.add_argument("--datasets", default=None, help="comma-separated subset of checkerboard,2spirals,digits")
+  parser.add_argument("--members", default=",".join(MEMBERS), help=f"comma-separated subset of {','.join(MEMBERS)}")
   args = parser.parse_args()
-  toys = ("checkerboard",) if args.quick else ("checkerboard", "2spirals")
-  toy_seconds = args.toy_seconds or (2.0 if args.quick else 60.0)
-  digits_seconds = args.digits_seconds or (2.0 if args.quick else 240.0)
+  members = tuple(m for m in MEMBERS if m in args.members.split(","))
+  if not members or set(args.members.split(",")) - set(MEMBERS):
+    parser.error(f"--members: expected names from {MEMBERS}, got {args.members!r}")
+  datasets = (args.datasets or ("checkerboard,digits" if args.quick else "checkerboard,2spirals,digits")).split(",")
+  toys = tuple(d for d in datasets if d != "digits")
+  toy_seconds = args.toy_seconds or (2.0 if args.quick else 45.0)
+  digits_seconds = args.digits_seconds or (2.0 if args.quick else 180.0)
 
   results, densities = {}, {}
   for toy in toys:
-    results[toy], densities[toy] = run_dataset(toy, toy_seconds, args.quick)
-  results["digits"], _ = run_dataset("digits", digits_seconds, args.quick)
+    results[toy], densities[toy] = run_dataset(toy, toy_seconds, args.quick, members)
+  if "digits" in datasets:
+    results["digits"], _ = run_dataset("digits", digits_seconds, args.quick, members)
 
   os.makedirs(args.output_dir, exist_ok=True)
-  fig, axes = plt.subplots(len(toys), len(MEMBERS) + 1, figsize=(2.2 * (len(MEMBERS) + 1), 2.3 * len(toys)),
+  fig, axes = plt.subplots(max(len(toys), 1), len(members) + 1, figsize=(2.2 * (len(members) + 1), 2.3 * len(toys)),
                            squeeze=False)
   for row, toy in enumerate(toys):
     data = sample_toy(toy, 20_000, 7)
     axes[row, 0].hist2d(data[:, 0], data[:, 1], bins=100, range=[[-LIMIT, LIMIT]] * 2, cmap="magma")
     axes[row, 0].set_ylabel(toy)
     axes[row, 0].set_title("data", fontsize=8)
-    for col, member_name in enumerate(MEMBERS, start=1):
+    for col, member_name in enumerate(members, start=1):
       axes[row, col].imshow(densities[toy][member_name], origin="lower", extent=(-LIMIT, LIMIT) * 2, cmap="magma")
       r = results[toy][member_name]
       axes[row, col].set_title(f"{member_name}: {r['test_log_likelihood']:.3f}", fontsize=8)

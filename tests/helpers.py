@@ -89,3 +89,9 @@ def subprocess_env(root) -> dict:
   flags = [f for f in env.get("XLA_FLAGS", "").split() if not f.startswith("--xla_force_host_platform_device_count")]
   env["XLA_FLAGS"] = " ".join(flags)
   return env
+
+
+def jit_init(model, key, x, **kwargs):
+  """``model.init(key, x, **kwargs)`` under ``jax.jit``: eager init runs the norm estimator's iterations
+  op by op, several times slower than compiling them."""
+  return jax.jit(lambda key, x: model.init(key, x, **kwargs))(key, x)

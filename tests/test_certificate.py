@@ -9,10 +9,11 @@ import pytest
 import iresflow
 from iresflow.models import IResNetFlow
 from iresflow.nn import PowerSeries, ResidualSpec
+from tests import helpers
 
 
 def _trained(model, x, steps=30, learning_rate=2e-2):
-  variables = model.init(jax.random.key(1), x, estimator=PowerSeries())
+  variables = helpers.jit_init(model, jax.random.key(1), x, estimator=PowerSeries())
   optimizer = optax.adam(learning_rate)
   params, spectral = variables["params"], variables["spectral"]
   opt_state = optimizer.init(params)
@@ -69,7 +70,7 @@ def test_bounds_dominate_exact_jacobian_norms_after_training(config, shape):
 
 def test_certificate_reports_a_violation():
   model = IResNetFlow(data_shape=(3,), stages=(), fc_blocks=2, fc_residual=ResidualSpec(hidden=8))
-  variables = model.init(jax.random.key(0), jnp.ones((4, 3)) + jnp.arange(3.0), estimator=PowerSeries())
+  variables = helpers.jit_init(model, jax.random.key(0), jnp.ones((4, 3)) + jnp.arange(3.0), estimator=PowerSeries())
   # Rotate u away from the top singular vector: eq. (2) then under-normalises the kernel.
   bad = jax.tree.map(lambda u: jnp.ones_like(u).at[..., 0].set(-float(u.shape[-1]) + 1), variables["spectral"])
   scaled = jax.tree.map(lambda k: 50.0 * k, variables["params"])

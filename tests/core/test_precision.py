@@ -67,7 +67,7 @@ def test_flow_sampling_is_highest_and_training_forward_keeps_the_default():
       hidden=4, constraint=LipschitzConstraint(norm_estimator="power", n_power_iterations=1,
                                                n_init_power_iterations=2)))
   x = jax.random.normal(jax.random.key(0), (2, 4, 4, 1))
-  variables = model.init(jax.random.key(1), x, estimator=PowerSeries())
+  variables = helpers.jit_init(model, jax.random.key(1), x, estimator=PowerSeries())
   sample = lambda key: model.apply(variables, 2, solver=FixedPointSolver(), method=model.sample,
                                    rngs={"sample": key}, mutable=[INVERSE_INFO])
   sampled = _precisions(jax.jit(sample).lower(jax.random.key(2)).as_text())
@@ -87,8 +87,8 @@ def test_certificate_reads_the_kernels_in_use_at_highest_precision():
   (with JAX's default TF32/bfloat16 matmuls, the certified kernel could differ from the one in use)."""
   model = IResNetFlow(data_shape=(4, 4, 1), stages=(1,), fc_blocks=1,
                       residual=ResidualSpec(hidden=4), fc_residual=ResidualSpec(hidden=8))
-  variables = model.init(jax.random.key(1), jax.random.normal(jax.random.key(0), (2, 4, 4, 1)),
-                         estimator=PowerSeries())
+  variables = helpers.jit_init(model, jax.random.key(1), jax.random.normal(jax.random.key(0), (2, 4, 4, 1)),
+                               estimator=PowerSeries())
   for view in model.blocks(variables):
     read = lambda v, view=view: certificate.normalized_layers(view._replace(variables=v))
     found = _precisions(jax.jit(read).lower(view.variables).as_text())

@@ -135,3 +135,16 @@ def test_mnist_classification_quick(tmp_path):
   assert iresnet["inverse"]["not_converged"] == 0 and iresnet["inverse"]["max_abs_error"] < 1e-4
   assert "certified" not in results["ResNet twin"]
   assert "| ResNet twin | - |" in stdout and (tmp_path / "mnist_classification_inverse.png").exists()
+
+
+def test_family_quick(tmp_path):
+  """The family comparison on one toy, one member: the Monotone Flow (i-DenseNet's g in the Cayley block).
+
+  The Glow-style side and the width matching are what test_toy_densities_quick runs."""
+  stdout = _run("family.py", tmp_path, "--datasets", "checkerboard", "--members", "Monotone Flow",
+                "--toy-seconds", "1")
+  results = json.loads((tmp_path / "family.json").read_text())["checkerboard"]
+  monotone = results["Monotone Flow"]
+  assert set(results) == {"Monotone Flow"} and monotone["certified"] and monotone["max_lipschitz_bound"] < 1
+  assert np.isfinite(monotone["test_log_likelihood"]) and monotone["steps"] > 0
+  assert "| Monotone Flow |" in stdout and (tmp_path / "family.png").exists()

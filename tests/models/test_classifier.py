@@ -18,7 +18,7 @@ TWIN = ResidualSpec(activation="elu", constraint=LipschitzConstraint(coeff=None)
 def test_logits_shape_jit_and_grad():
   model = IResNetClassifier(**SMALL)
   x = jax.random.normal(jax.random.key(0), (6, 8, 8, 1))
-  variables = model.init(jax.random.key(1), x)
+  variables = jax.jit(model.init)(jax.random.key(1), x)
   logits = jax.jit(model.apply)(variables, x)
   assert logits.shape == (6, 4)
   labels = jnp.arange(6) % 4
@@ -35,14 +35,14 @@ def test_logits_shape_jit_and_grad():
 def test_per_example_logits_do_not_depend_on_the_batch():
   model = IResNetClassifier(**SMALL)
   x = jax.random.normal(jax.random.key(0), (5, 8, 8, 1))
-  variables = model.init(jax.random.key(1), x)
+  variables = jax.jit(model.init)(jax.random.key(1), x)
   np.testing.assert_allclose(model.apply(variables, x)[2:3], model.apply(variables, x[2:3]), atol=1e-5)
 
 
 def test_unconstrained_twin_has_the_same_parameters_and_no_spectral_state():
   x = jnp.ones((2, 8, 8, 1))
-  constrained = IResNetClassifier(**SMALL).init(jax.random.key(0), x)
-  twin = IResNetClassifier(**{**SMALL, "residual": TWIN}).init(jax.random.key(0), x)
+  constrained = jax.eval_shape(IResNetClassifier(**SMALL).init, jax.random.key(0), x)
+  twin = jax.jit(IResNetClassifier(**{**SMALL, "residual": TWIN}).init)(jax.random.key(0), x)
   assert "spectral" not in twin
   assert jax.tree.map(jnp.shape, twin["params"]) == jax.tree.map(jnp.shape, constrained["params"])
   with pytest.raises(ValueError, match="no Lipschitz constraint"):
@@ -53,7 +53,7 @@ def test_injective_padding_appends_zero_channels_inside_the_model():
   """The padded classifier computes exactly the unpadded architecture on zero-padded input channels."""
   x = jax.random.normal(jax.random.key(0), (3, 8, 8, 1))
   padded = IResNetClassifier(**SMALL)
-  variables = padded.init(jax.random.key(1), x)
+  variables = jax.jit(padded.init)(jax.random.key(1), x)
   first_kernel = variables["params"]["stage_steps_0"]["block"]["g"]["layer0"]["kernel"]
   assert first_kernel.shape[-2] == 1 + SMALL["injective_padding"]  # the blocks see C + padding channels
   plain = IResNetClassifier(**{**SMALL, "data_shape": (8, 8, 4), "injective_padding": 0})
@@ -81,7 +81,7 @@ def test_inverse_recovers_images_from_features():
 
   model = IResNetClassifier(**SMALL)
   x = jax.random.normal(jax.random.key(0), (4, 8, 8, 1))
-  variables = model.init(jax.random.key(1), x)
+  variables = jax.jit(model.init)(jax.random.key(1), x)
   features = model.apply(variables, x, method=model.features)
   assert features.shape == (4,) + model.feature_shape() == (4, 4, 4, 16)  # (8x8x(1+3)) squeezed once
   # The head reads these features: the logits from them equal the model's.
@@ -101,6 +101,6 @@ def test_inverse_recovers_images_from_features():
 def test_inverse_rejects_features_of_the_wrong_shape():
   model = IResNetClassifier(**SMALL)
   x = jnp.ones((2, 8, 8, 1))
-  variables = model.init(jax.random.key(1), x)
+  variables = jax.jit(model.init)(jax.random.key(1), x)
   with pytest.raises(ValueError, match=r"features: expected features \(batch, 4, 4, 16\)"):
     model.apply(variables, jnp.ones((2, 8, 8, 4)), method=model.inverse)

@@ -25,7 +25,7 @@ EXACT = ExactLogDet()
 def _init(config, batch=6, seed=0):
   model = IResNetFlow(**config)
   x = jax.random.normal(jax.random.key(seed), (batch,) + config["data_shape"])
-  return model, model.init(jax.random.key(seed + 1), x, estimator=PowerSeries()), x
+  return model, helpers.jit_init(model, jax.random.key(seed + 1), x, estimator=PowerSeries()), x
 
 
 def _inverse(model, variables, z, solver=TIGHT):
