@@ -8,20 +8,13 @@ budget: the growth (channels each layer adds before CLipSwish doubles them) is c
 has within 10% of the Residual Flow's parameters (checked in tests/experiments/test_configs.py).
 """
 
-from iresflow.train.config import default_config
+import os
+
+from iresflow.train.config import load_config
 
 
 def get_config():
-  config = default_config()
-  config.dataset = "digits"
-  config.model = dict(stages=(4, 4),
-                      residual=dict(hidden=7, kernel_sizes=(3, 3, 3, 1), activation="clipswish",
-                                    architecture="densenet", constraint=dict(coeff=0.98)))
-  config.estimator = dict(kind="roulette", n_exact_terms=2, distribution="geometric", geometric_p=0.5)
-  config.num_steps = 1500
-  config.batch_size = 64
-  config.learning_rate = 2e-3
-  config.ema_decay = 0.999
-  config.grad_clip = 1.0
-  config.checkpoint_every = 500
+  config = load_config(os.path.join(os.path.dirname(os.path.abspath(__file__)), "residual_flow_digits.py"))
+  config.model.residual = dict(hidden=7, kernel_sizes=(3, 3, 3, 1), activation="clipswish",
+                               architecture="densenet", constraint=dict(coeff=0.98))
   return config

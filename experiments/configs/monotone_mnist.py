@@ -8,26 +8,13 @@ their CPila activation is not implemented (CLipSwish stands in), so this is the 
 recipe.
 """
 
-from iresflow.train.config import default_config
+import os
+
+from iresflow.train.config import load_config
 
 
 def get_config():
-  config = default_config()
-  config.dataset = "mnist"
-  config.model = dict(stages=(16, 16, 16), factor_out=False, initial_squeeze=False,
-                      residual=dict(hidden=74, kernel_sizes=(3, 3, 3, 1), activation="clipswish",
-                                    architecture="densenet", constraint=dict(coeff=0.98)))
+  config = load_config(os.path.join(os.path.dirname(os.path.abspath(__file__)), "idensenet_mnist.py"))
   config.model.block_type = "monotone"
   config.model.forward_solver = dict(atol=1e-5, rtol=1e-5, max_iters=1000)
-  config.estimator = dict(kind="roulette", n_exact_terms=2, distribution="geometric", geometric_p=0.5)
-  config.eval_estimator = dict(kind="roulette", n_exact_terms=2, n_probes=4)
-  config.logit_alpha = 1e-6
-  config.optimizer = "adam"
-  config.learning_rate = 1e-3
-  config.batch_size = 64
-  config.ema_decay = 0.999
-  config.grad_clip = 1.0
-  config.num_steps = 100_000
-  config.checkpoint_every = 2000
-  config.log_every = 100
   return config
