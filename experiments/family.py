@@ -9,17 +9,25 @@ match the i-ResNet's count). The members differ as their papers say:
 * Residual Flow (Chen et al. 2019): LipSwish, c = 0.98, Russian-roulette log-det, Neumann gradient.
 * i-DenseNet (Perugachi-Diaz et al. 2021): the Residual Flow with a Lipschitz DenseNet ``g`` (CLipSwish,
   learnable concatenation weights).
-* Monotone Flow (Ahn et al. 2022): the i-DenseNet's ``g`` in the Cayley-transform block
-  (``block_type='monotone'``); CLipSwish stands in for their CPila.
+* Monotone Flow (Ahn et al. 2022): the i-DenseNet's ``g`` with their CPila activation in the
+  Cayley-transform block (``block_type='monotone'``).
 * Glow-style: ActNorm, learned mixing and affine coupling (``iresflow.baselines``).
 
-Test log-likelihoods use exact log-determinants (2x2 or 64x64 Jacobians). As the trainer does, the
+On real MNIST (``--datasets mnist --data-dir DIR``; prepared with ``python -m iresflow.data.prepare``) the
+layout and preprocessing are those of experiments/mnist_density.py (256 levels, logit transform), the
+test set a fixed subset of 1,000 test images and the flows' test log-dets the unbiased Russian-roulette
+series with 20 exact terms. Elsewhere test log-likelihoods use exact log-determinants (2x2 or 64x64
+Jacobians). As the trainer does, the
 flows are evaluated and certified (``iresflow.certify``) after 10 more norm-estimator steps for their
 final parameters (``iresflow.train.workdir.evaluation_variables``). Writes a table, a JSON file and a figure of the toy
 densities.
 
     python experiments/family.py                                # docs/family.{md,json,png}, ~47 min
+    python experiments/family.py --datasets mnist --data-dir DIR  # adds MNIST to docs/family.*, ~35 min
     python experiments/family.py --quick --output-dir /tmp/x    # tiny, about a minute
+
+Results of data sets not in ``--datasets``, and of members not in ``--members``, are kept from the JSON
+file already in ``--output-dir`` (so one member can be rerun alone: the budgets are wall-clock).
 """
 
 from __future__ import annotations
@@ -40,7 +48,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 import iresflow  # noqa: E402
 from iresflow.baselines import GlowFlow, GlowImageFlow, matching_width, parameter_count  # noqa: E402
-from iresflow.data import BatchSampler, load_image_dataset, sample_toy  # noqa: E402
+from iresflow.data import IMAGE_DATASETS, BatchSampler, load_image_dataset, sample_toy  # noqa: E402
 from iresflow.models import IResNetFlow  # noqa: E402
 from iresflow.nn import (ExactLogDet, FixedPointSolver, LipschitzConstraint, PowerSeries, ResidualSpec,  # noqa: E402
                          Roulette)
@@ -48,11 +56,15 @@ from iresflow.train import create_optimizer  # noqa: E402
 from iresflow.train.fitting import fit_for_seconds  # noqa: E402
 from iresflow.train.tasks import DensityPreprocessing  # noqa: E402
 from iresflow.train.workdir import evaluation_variables  # noqa: E402
+from mnist_density import LOGIT_ALPHA, synthetic_mnist  # noqa: E402  (experiments/, the script's folder)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MEMBERS = ("i-ResNet", "Residual Flow", "i-DenseNet", "Monotone Flow", "Glow")
 LIMIT = 4.0
 FORWARD_SOLVER = FixedPointSolver(atol=1e-5, rtol=1e-5, max_iters=1000)
+N_MNIST_TEST = 1000  # fixed test subset: 4 flows x 10,000 images by the 20-term roulette would take ~30 min
+MNIST_EVAL_ESTIMATOR = Roulette(n_exact_terms=20)  # unbiased; exact log-dets of 784-d blocks cost too much here
+EVAL_BATCH_MNIST = 100
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,7 +92,7 @@ FLOWS = {
     "i-ResNet": Member("elu", 0.9, roulette=False),
     "Residual Flow": Member("lipswish", 0.98),
     "i-DenseNet": Member("clipswish", 0.98, architecture="densenet"),
-    "Monotone Flow": Member("clipswish", 0.98, architecture="densenet", block_type="monotone"),
+    "Monotone Flow": Member("cpila", 0.98, architecture="densenet", block_type="monotone"),
 }
 
 
@@ -122,41 +134,81 @@ def train_for(variables, log_prob_fn, batch_at, seconds: float, steps_per_check:
   return fit_for_seconds(variables, loss_fn, optimizer, batch_at, seconds, jax.random.key(0), steps_per_check)
 
 
-def run_dataset(name: str, seconds: float, quick: bool, members=MEMBERS) -> tuple[dict, dict]:
-  """Trains the five models on one dataset; returns ``(results per model, log-densities on a grid for toys)``."""
-  image = name == "digits"
-  if image:
-    data = load_image_dataset("digits")
-    data_shape, batch, stages, n_blocks = data.image_shape, 64, ((1, 1) if quick else (4, 4)), 0
-    base_width = 8 if quick else 32
-    preprocessing = DensityPreprocessing(data.num_levels)
-    sampler = BatchSampler(len(data.train_images), batch, 0)
-    dim = math.prod(data_shape)
+@dataclasses.dataclass
+class DataSetup:
+  """One dataset of the comparison: its layout, batches, preprocessing and test set.
 
-    def batch_at(i):
-      return data.train_images[sampler.global_indices(i)]
+  ``continuous(key, batch) -> (x, log-det of the preprocessing)``; ``eval_estimator`` is the flows' test
+  log-det (None: exact).
+  """
 
-    def continuous(key, images):
-      return preprocessing(key, images)  # dequantised, in [-0.5, 0.5], and the log-det of that map
-    test = data.test_images
-    x_init = jnp.asarray(data.train_images[:batch], jnp.float32) / data.num_levels - 0.5
+  data_shape: tuple
+  batch_at: object
+  continuous: object
+  test: np.ndarray
+  x_init: jax.Array
+  stages: tuple = ()
+  n_blocks: int = 0
+  eval_estimator: object = None
+  eval_batch: int = 2000
+  preprocessing: DensityPreprocessing | None = None
+
+  @property
+  def image(self) -> bool:
+    return len(self.data_shape) == 3
+
+
+def image_setup(name: str, quick: bool, data_dir: str | None) -> DataSetup:
+  """Digits (17 levels, ``x - 0.5``, exact test log-dets) or MNIST (256 levels, logit transform as in
+  experiments/mnist_density.py, test log-dets by the unbiased 20-exact-term roulette on 1,000 fixed test images)."""
+  mnist = name == "mnist"
+  if mnist and quick:
+    data = synthetic_mnist(256, 20)
   else:
-    data_shape, batch, stages, n_blocks, base_width = (2,), 500, (), (2 if quick else 10), (8 if quick else 32)
-    train_data = sample_toy(name, 200_000, 1)
-    n_batches = len(train_data) // batch
+    data = load_image_dataset(name, data_dir=data_dir)
+  preprocessing = DensityPreprocessing(data.num_levels, logit_alpha=LOGIT_ALPHA if mnist else None)
+  sampler = BatchSampler(len(data.train_images), 64, 0)
+  test = data.test_images
+  if mnist:  # the fixed subset of mnist_density.py's curve
+    test = test[np.random.default_rng(0).permutation(len(test))[:N_MNIST_TEST]]
+  return DataSetup(
+      data_shape=data.image_shape, batch_at=lambda i: data.train_images[sampler.global_indices(i)],
+      continuous=preprocessing, test=test,
+      x_init=preprocessing(jax.random.key(0), jnp.asarray(data.train_images[:64]))[0],
+      stages=(1, 1) if quick else (4, 4), eval_estimator=MNIST_EVAL_ESTIMATOR if mnist else None,
+      eval_batch=EVAL_BATCH_MNIST if mnist else 120, preprocessing=preprocessing)
 
-    def batch_at(i):
-      return train_data[(i % n_batches) * batch:(i % n_batches + 1) * batch]
 
-    def continuous(key, x):
-      return x, jnp.zeros(x.shape[0])
-    test = sample_toy(name, 2000 if quick else 20_000, 12345)
-    x_init = jnp.asarray(batch_at(0))
+def toy_setup(name: str, quick: bool) -> DataSetup:
+  """A 2-D toy: 200,000 training points in batches of 500, exact test log-dets on 20,000 points."""
+  batch = 500
+  train_data = sample_toy(name, 200_000, 1)
+  n_batches = len(train_data) // batch
+
+  def batch_at(i):
+    return train_data[(i % n_batches) * batch:(i % n_batches + 1) * batch]
+
+  def continuous(key, x):
+    return x, jnp.zeros(x.shape[0])
+  return DataSetup(data_shape=(2,), batch_at=batch_at, continuous=continuous,
+                   test=sample_toy(name, 2000 if quick else 20_000, 12345), x_init=jnp.asarray(batch_at(0)),
+                   n_blocks=2 if quick else 10)
+
+
+def run_dataset(name: str, seconds: float, quick: bool, members=MEMBERS, data_dir: str | None = None
+                ) -> tuple[dict, dict]:
+  """Trains the five models on one dataset; returns ``(results per model, log-densities on a grid for toys)``."""
+  setup = image_setup(name, quick, data_dir) if name in IMAGE_DATASETS else toy_setup(name, quick)
+  image, data_shape, stages, n_blocks, x_init = (setup.image, setup.data_shape, setup.stages, setup.n_blocks,
+                                                  setup.x_init)
+  dim = math.prod(data_shape)
+  base_width = 8 if quick else 32
   steps_per_check = 5 if quick else 25
   learning_rate = 2e-3
 
   reference = make_flow(FLOWS["i-ResNet"], base_width, data_shape, n_blocks, stages)
-  n_params = parameter_count(reference.init(jax.random.key(0), x_init, estimator=PowerSeries())["params"])
+  n_params = parameter_count(jax.eval_shape(lambda: reference.init(jax.random.key(0), x_init,
+                                                                     estimator=PowerSeries()))["params"])
   results, densities = {}, {}
   grid = np.linspace(-LIMIT, LIMIT, 100 if not quick else 20, dtype=np.float32)
   points = jnp.asarray(np.stack(np.meshgrid(grid, grid), -1).reshape(-1, 2))
@@ -165,45 +217,50 @@ def run_dataset(name: str, seconds: float, quick: bool, members=MEMBERS) -> tupl
       make = (lambda h: GlowImageFlow(stages, h)) if image else (lambda h: GlowFlow(n_blocks, h))
       width = matching_width(make, n_params, x_init)
       model = make(width)
-      variables = model.init(jax.random.key(0), x_init)
+      variables = jax.jit(model.init)(jax.random.key(0), x_init)
       certified = None
 
       def log_prob(variables, x, key, model=model):
         return model.apply(variables, x), {}
-      exact_log_prob = jax.jit(lambda variables, x, model=model: model.apply(variables, x))
+      test_log_prob = jax.jit(lambda variables, x, key, model=model: model.apply(variables, x))
     else:
       member = FLOWS[member_name]
       width = base_width if member_name == "i-ResNet" else flow_width(member, n_params, x_init, data_shape,
                                                                       n_blocks, stages)
       model = make_flow(member, width, data_shape, n_blocks, stages)
       estimator = member.estimator()
-      variables = model.init(jax.random.key(0), x_init, estimator=estimator)
+      # Jitted: an eager init runs the norm estimator's iterations op by op.
+      variables = jax.jit(lambda key, x: model.init(key, x, estimator=estimator))(jax.random.key(0), x_init)
 
       def log_prob(variables, x, key, model=model, estimator=estimator):
         return model.apply(variables, x, estimator=estimator, rngs={"logdet": key}, mutable=["spectral"])
-      exact_log_prob = jax.jit(lambda variables, x, model=model: model.apply(variables, x, estimator=ExactLogDet()))
+      test_estimator = setup.eval_estimator or ExactLogDet()
+      test_log_prob = jax.jit(lambda variables, x, key, model=model, e=test_estimator:
+                              model.apply(variables, x, estimator=e, rngs={} if key is None else {"logdet": key}))
 
     def train_log_prob(variables, x, key, log_prob=log_prob):
       data_key, model_key = jax.random.split(key)
-      x, pre_logdet = continuous(data_key, x)
+      x, pre_logdet = setup.continuous(data_key, x)
       value, updated = log_prob(variables, x, model_key)
       return value + pre_logdet, updated
 
-    variables, steps, warmup = train_for(variables, train_log_prob, batch_at, seconds, steps_per_check,
+    variables, steps, warmup = train_for(variables, train_log_prob, setup.batch_at, seconds, steps_per_check,
                                          learning_rate)
     if member_name != "Glow":  # the trainer's protocol: 10 norm-estimator steps for the final parameters
       variables = evaluation_variables(model, variables["params"], variables["spectral"], 10)
-    # Test: nats per example for toys; bits/dim in the 17-level space of the digits.
+    # Test: nats per example for toys; bits/dim in the data's own level space for images. The same
+    # dequantisation draws and estimator keys for every model.
     values = []
-    for lo in range(0, len(test), 120 if image else 2000):
-      x, pre_logdet = continuous(jax.random.key(10_000 + lo), jnp.asarray(test[lo:lo + (120 if image else 2000)]))
-      values.append(exact_log_prob(variables, x) + pre_logdet)
+    for lo in range(0, len(setup.test), setup.eval_batch):
+      x, pre_logdet = setup.continuous(jax.random.key(10_000 + lo), jnp.asarray(setup.test[lo:lo + setup.eval_batch]))
+      values.append(test_log_prob(variables, x, jax.random.key(20_000 + lo)) + pre_logdet)
     log_likelihood = jnp.concatenate(values)
     if image:
-      score = float(jnp.mean(preprocessing.loss_per_example(log_likelihood, dim)))
+      score = float(jnp.mean(setup.preprocessing.loss_per_example(log_likelihood, dim)))
     else:
       score = float(jnp.mean(log_likelihood))
-      densities[member_name] = np.exp(np.asarray(exact_log_prob(variables, points))).reshape(len(grid), len(grid))
+      densities[member_name] = np.exp(np.asarray(test_log_prob(variables, points, None))).reshape(len(grid),
+                                                                                                  len(grid))
     max_bound = None
     if member_name != "Glow":
       certificate = iresflow.certify(model, variables)
@@ -211,7 +268,7 @@ def run_dataset(name: str, seconds: float, quick: bool, members=MEMBERS) -> tupl
     results[member_name] = {
         "parameters": parameter_count(variables["params"]), "width": width, "steps": steps,
         "train_seconds": seconds, "first_steps_seconds": warmup, "certified": certified,
-        "max_lipschitz_bound": max_bound,
+        "max_lipschitz_bound": max_bound, "n_test": len(setup.test),
         ("test_bits_per_dim" if image else "test_log_likelihood"): score,
         "standard_error": float(jnp.std(log_likelihood) / math.sqrt(log_likelihood.size)
                                 / (dim * math.log(2) if image else 1.0))}
@@ -222,29 +279,69 @@ def run_dataset(name: str, seconds: float, quick: bool, members=MEMBERS) -> tupl
 
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--quick", action="store_true", help="tiny sizes and budgets")
+  parser.add_argument("--quick", action="store_true", help="tiny sizes and budgets (synthetic images for mnist)")
   parser.add_argument("--output-dir", default=os.path.join(ROOT, "docs"))
   parser.add_argument("--toy-seconds", type=float, default=None, help="training seconds per model on a toy (45)")
   parser.add_argument("--digits-seconds", type=float, default=None, help="training seconds per model on digits (180)")
-  parser.add_argument("--datasets", default=None, help="comma-separated subset of checkerboard,2spirals,digits")
+  parser.add_argument("--mnist-seconds", type=float, default=None, help="training seconds per model on MNIST (240)")
+  parser.add_argument("--data-dir", default=None, help="TFDS data_dir holding the prepared mnist")
+  parser.add_argument("--datasets", default=None,
+                      help="comma-separated subset of checkerboard,2spirals,digits,mnist (default: all but mnist)")
   parser.add_argument("--members", default=",".join(MEMBERS), help=f"comma-separated subset of {','.join(MEMBERS)}")
   args = parser.parse_args()
   members = tuple(m for m in MEMBERS if m in args.members.split(","))
   if not members or set(args.members.split(",")) - set(MEMBERS):
     parser.error(f"--members: expected names from {MEMBERS}, got {args.members!r}")
   datasets = (args.datasets or ("checkerboard,digits" if args.quick else "checkerboard,2spirals,digits")).split(",")
-  toys = tuple(d for d in datasets if d != "digits")
+  known = ("checkerboard", "2spirals", "digits", "mnist")
+  if set(datasets) - set(known):
+    parser.error(f"--datasets: expected names from {known}, got {args.datasets!r}")
+  toys = tuple(d for d in datasets if d not in IMAGE_DATASETS)
+  seconds = {"digits": args.digits_seconds or (2.0 if args.quick else 180.0),
+             "mnist": args.mnist_seconds or (2.0 if args.quick else 240.0)}
   toy_seconds = args.toy_seconds or (2.0 if args.quick else 45.0)
-  digits_seconds = args.digits_seconds or (2.0 if args.quick else 180.0)
 
-  results, densities = {}, {}
-  for toy in toys:
-    results[toy], densities[toy] = run_dataset(toy, toy_seconds, args.quick, members)
-  if "digits" in datasets:
-    results["digits"], _ = run_dataset("digits", digits_seconds, args.quick, members)
-
+  # Results of data sets not run now are kept from an earlier run in the same folder.
   os.makedirs(args.output_dir, exist_ok=True)
-  fig, axes = plt.subplots(max(len(toys), 1), len(members) + 1, figsize=(2.2 * (len(members) + 1), 2.3 * len(toys)),
+  json_path = os.path.join(args.output_dir, "family.json")
+  results = {}
+  if os.path.exists(json_path):
+    with open(json_path) as f:
+      results = json.load(f)
+  densities = {}
+  for name in datasets:
+    new, densities[name] = run_dataset(name, seconds.get(name, toy_seconds), args.quick, members, args.data_dir)
+    merged = {**results.get(name, {}), **new}
+    results[name] = {member: merged[member] for member in MEMBERS if member in merged}
+    with open(json_path, "w") as f:
+      json.dump(results, f, indent=1)
+  figure = os.path.join(args.output_dir, "family.png")
+  if toys and (set(members) == set(MEMBERS) or not os.path.exists(figure)):  # a rerun of some members keeps it
+    density_figure(toys, members, densities, results, toy_seconds, figure)
+
+  lines = ["| data | model | parameters | steps in the budget | test score (± s.e.) | certified |",
+           "|---|---|---:|---:|---:|---|"]
+  for dataset in sorted(results, key=lambda name: known.index(name) if name in known else len(known)):
+    by_member = results[dataset]
+    image = dataset in IMAGE_DATASETS
+    key = "test_bits_per_dim" if image else "test_log_likelihood"
+    best = (min if image else max)(r[key] for r in by_member.values())
+    for member_name, r in by_member.items():
+      score = f"{r[key]:.3f} ± {r['standard_error']:.3f}"
+      score = f"**{score}**" if r[key] == best else score
+      unit = "bits/dim" if image else "nats"
+      certified = "n/a" if r["certified"] is None else ("yes" if r["certified"] else "**no**")
+      lines.append(f"| {dataset} ({unit}, {r['train_seconds']:.0f} s) | {member_name} | {r['parameters']:,} | "
+                   f"{r['steps']:,} | {score} | {certified} |")
+  table = "\n".join(lines)
+  print(table)
+  with open(os.path.join(args.output_dir, "family.md"), "w") as f:
+    f.write(table + "\n")
+
+
+def density_figure(toys, members, densities, results, toy_seconds, path) -> None:
+  """Data histogram and each model's density on every toy, titled with the test log-likelihood."""
+  fig, axes = plt.subplots(len(toys), len(members) + 1, figsize=(2.2 * (len(members) + 1), 2.3 * len(toys)),
                            squeeze=False)
   for row, toy in enumerate(toys):
     data = sample_toy(toy, 20_000, 7)
@@ -261,28 +358,8 @@ def main() -> None:
   fig.suptitle(f"Densities after {toy_seconds:.0f} s of training each, ~equal parameters "
                "(test log-likelihood in nats, higher is better)", fontsize=8)
   fig.tight_layout()
-  fig.savefig(os.path.join(args.output_dir, "family.png"), dpi=110)
+  fig.savefig(path, dpi=110)
   plt.close(fig)
-
-  lines = ["| data | model | parameters | steps in the budget | test score (± s.e.) | certified |",
-           "|---|---|---:|---:|---:|---|"]
-  for dataset, by_member in results.items():
-    image = dataset == "digits"
-    key = "test_bits_per_dim" if image else "test_log_likelihood"
-    best = (min if image else max)(r[key] for r in by_member.values())
-    for member_name, r in by_member.items():
-      score = f"{r[key]:.3f} ± {r['standard_error']:.3f}"
-      score = f"**{score}**" if r[key] == best else score
-      unit = "bits/dim" if image else "nats"
-      certified = "n/a" if r["certified"] is None else ("yes" if r["certified"] else "**no**")
-      lines.append(f"| {dataset} ({unit}, {r['train_seconds']:.0f} s) | {member_name} | {r['parameters']:,} | "
-                   f"{r['steps']:,} | {score} | {certified} |")
-  table = "\n".join(lines)
-  print(table)
-  with open(os.path.join(args.output_dir, "family.md"), "w") as f:
-    f.write(table + "\n")
-  with open(os.path.join(args.output_dir, "family.json"), "w") as f:
-    json.dump(results, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -10,14 +10,21 @@ i-DenseNets (Perugachi-Diaz et al. 2021, Sec. 3.3) add CLipSwish, LipSwish of th
 ``[x, -x]``: it doubles the last axis and keeps information that LipSwish alone squashes for negative
 inputs. Its Lipschitz constant is not 1; :func:`clipswish_lipschitz_constant` computes it, and
 :func:`clipswish` divides by it.
+
+Monotone Flows (Ahn et al. 2022, Sec. 4.3) add CPila, the concatenation ``[pila(x - 0.2), pila(-x - 0.2)]``
+of Pila, ``x`` for ``x > 0`` and ``(k^2 x^3 / 2 - k x^2 + x) exp(k x)`` below (k = 5): linear where
+LipSwish saturates, with a derivative that dips below zero, which the authors found to improve the
+gradient flow. :func:`cpila_lipschitz_constant` computes its constant and :func:`cpila` divides by it.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 def lipswish(x: jax.Array, beta: jax.typing.ArrayLike = 1.0) -> jax.Array:
@@ -68,20 +75,102 @@ def clipswish(x: jax.Array, beta: jax.typing.ArrayLike = 1.0) -> jax.Array:
   return lipswish(both, beta) / jnp.asarray(CLIPSWISH_LIPSCHITZ, x.dtype)
 
 
+PILA_K = 5.0  # Monotone Flows' k
+CPILA_SHIFT = 0.2  # Monotone Flows' shift of both halves
+
+
+def pila(x: jax.Array, k: float = PILA_K) -> jax.Array:
+  """Pila (Ahn et al. 2022): ``x`` for ``x > 0``, ``(k^2 x^3 / 2 - k x^2 + x) exp(k x)`` for ``x <= 0``.
+
+  Both pieces meet with equal value (0), slope (1) and curvature (0) at 0. Its derivative below 0 is
+  ``(s^3 / 2 + s^2 / 2 - s + 1) exp(s)`` with ``s = k x``; it dips to ``-19 exp(-4)`` at ``s = -4``.
+  """
+  x = jnp.asarray(x)
+  # The negative piece on clipped input (no overflow, no NaN gradients); not jnp.minimum, whose gradient
+  # at the tie x = 0 is 1/2.
+  s = jnp.asarray(k, x.dtype) * jnp.where(x > 0, jnp.zeros_like(x), x)
+  negative = (s * s * s / 2 - s * s + s) / jnp.asarray(k, x.dtype) * jnp.exp(s)
+  return jnp.where(x > 0, x, negative)
+
+
+def _pila_derivative(t: np.ndarray, k: float) -> np.ndarray:
+  s = k * np.minimum(t, 0.0)
+  return np.where(t > 0, 1.0, (s**3 / 2 + s**2 / 2 - s + 1) * np.exp(s))
+
+
+def _upper_bound_of_maximum(f: Callable[[np.ndarray], np.ndarray], low: float, high: float, slope: float,
+                            depth: int = 1, known: float = -math.inf) -> float:
+  """A rigorous upper bound of ``max f`` on ``[low, high]`` for ``f`` with ``|f'| <= slope``.
+
+  On a grid of step ``h``, ``f`` exceeds the mean of its values at the ends of a cell by at most
+  ``slope * h / 2`` inside it. Cells that could hold a value above the largest one seen (``known``
+  included) are refined on a finer grid, ``depth`` times (branch and bound); the others are dropped.
+  """
+  x = np.linspace(low, high, 4001)
+  values = f(x)
+  cell_bounds = (values[:-1] + values[1:]) / 2 + slope * (x[1] - x[0]) / 2
+  best = max(known, float(values.max()))
+  candidates = np.flatnonzero(cell_bounds > best)
+  if depth == 0 or len(candidates) == 0:
+    return max(best, float(cell_bounds.max()))
+  return max([best] + [_upper_bound_of_maximum(f, x[i], x[i + 1], slope, depth - 1, best) for i in candidates])
+
+
+def cpila_lipschitz_constant(k: float = PILA_K, shift: float = CPILA_SHIFT) -> float:
+  """An upper bound on the Lipschitz constant (2-norm) of ``x -> [pila(x - shift), pila(-x - shift)]``.
+
+  The map acts elementwise, so its Jacobian norm is ``max_x f(x)`` with
+  ``f(x) = hypot(pila'(x - shift), pila'(-x - shift))``. ``f`` is bounded by branch and bound on grids
+  in float64 over ``[-L, L]`` with ``L = shift + 40 / k`` (beyond it one half is linear and the other's
+  slope is below ``e^-39``), using ``|f'| <= sqrt(2) max|pila''|`` with
+  ``pila''(x) = k (s^3 / 2 + 2 s^2) exp(s)``, ``s = k x``. For ``k = 5, shift = 0.2`` the maximum sits
+  where one half is at Pila's dip and the other in its linear part: ``sqrt(1 + 361 exp(-8)) = 1.05882``,
+  which Ahn et al. round to 1.06.
+
+  Returns:
+    The bound as a Python float, rounded up to the next float32.
+  """
+  # |pila''| / k = |s^3/2 + 2 s^2| e^s is largest at a root of its derivative s (s^2 + 7 s + 8) e^s / 2.
+  critical = ((-7 + math.sqrt(17)) / 2, (-7 - math.sqrt(17)) / 2)
+  max_second = k * max(abs(s**3 / 2 + 2 * s**2) * math.exp(s) for s in critical)
+  half_width = shift + 40.0 / k
+  bound = _upper_bound_of_maximum(
+      lambda x: np.hypot(_pila_derivative(x - shift, k), _pila_derivative(-x - shift, k)),
+      -half_width, half_width, math.sqrt(2) * max_second)
+  as_float32 = jnp.float32(bound)
+  return float(jnp.nextafter(as_float32, jnp.float32(2.0)) if float(as_float32) < bound else as_float32)
+
+
+CPILA_LIPSCHITZ = cpila_lipschitz_constant()
+
+
+def cpila(x: jax.Array) -> jax.Array:
+  """CPila ``[pila(x - 0.2), pila(-x - 0.2)] / L`` along the last axis (Monotone Flows); 1-Lipschitz.
+
+  ``L`` is :func:`cpila_lipschitz_constant`. The output has twice ``x``'s last dimension.
+  """
+  x = jnp.asarray(x)
+  shift = jnp.asarray(CPILA_SHIFT, x.dtype)
+  both = jnp.concatenate([x - shift, -x - shift], axis=-1)
+  return pila(both) / jnp.asarray(CPILA_LIPSCHITZ, x.dtype)
+
+
 ACTIVATIONS = {
     "elu": jax.nn.elu,
     "softplus": jax.nn.softplus,
     "lipswish": lipswish,
     "clipswish": clipswish,
+    "cpila": cpila,
     "relu": jax.nn.relu,
     "tanh": jnp.tanh,
 }
 
 # Upper bounds on the Lipschitz constants, used by certificates.
-LIPSCHITZ_CONSTANTS = {"elu": 1.0, "softplus": 1.0, "lipswish": 1.0, "clipswish": 1.0, "relu": 1.0, "tanh": 1.0}
+LIPSCHITZ_CONSTANTS = {"elu": 1.0, "softplus": 1.0, "lipswish": 1.0, "clipswish": 1.0, "cpila": 1.0, "relu": 1.0,
+                       "tanh": 1.0}
 
-# How many times the activation multiplies the last axis (CLipSwish concatenates [x, -x]).
-WIDTH_FACTORS = {"clipswish": 2}
+# How many times the activation multiplies the last axis (CLipSwish and CPila concatenate two halves).
+WIDTH_FACTORS = {"clipswish": 2, "cpila": 2}
 
 # Activations with a learnable parameter: (C)LipSwish's beta = softplus(raw), raw initialised to 0.5
 # as in Residual Flows, so beta starts at ~0.97.
@@ -89,7 +178,7 @@ LEARNABLE = {"lipswish", "clipswish"}
 
 
 def width_factor(name: str) -> int:
-  """How many times activation ``name`` multiplies the size of the last axis (2 for CLipSwish, else 1)."""
+  """How many times activation ``name`` multiplies the size of the last axis (2 for CLipSwish and CPila, else 1)."""
   return WIDTH_FACTORS.get(name, 1)
 
 

@@ -20,8 +20,8 @@ Two architectures:
   (:meth:`ResidualSpec.lipschitz_bound`).
 
 ``preactivation=True`` applies ``phi`` to the input first, as the reference implementations do for
-every block after the first. CLipSwish (``activation='clipswish'``) doubles the channels it is
-applied to; the layers' widths follow. ``iresflow.certify`` bounds ``Lip(g)`` rigorously.
+every block after the first. CLipSwish and CPila (``activation='clipswish'`` or ``'cpila'``) double the
+channels they are applied to; the layers' widths follow. ``iresflow.certify`` bounds ``Lip(g)`` rigorously.
 
 :meth:`ContractiveResidual.residual_function` runs the spectral normalisation once (updating the norm
 estimator's state if it is mutable) and returns ``g`` as a closure over the normalised arrays: the
@@ -61,7 +61,7 @@ class ResidualSpec:
       layers.
     dense_layers: vectors: the number of dense layers.
     activation: one of ``iresflow.nn.activations.ACTIVATIONS`` (``'lipswish'``, Residual Flows',
-      ``'elu'``, the i-ResNet paper's, ``'clipswish'``, i-DenseNets', ...).
+      ``'elu'``, the i-ResNet paper's, ``'clipswish'``, i-DenseNets', ``'cpila'``, Monotone Flows', ...).
     preactivation: apply the activation to the input before the first layer.
     constraint: how every layer is kept contractive (eq. 2); ``LipschitzConstraint(coeff=None)`` for
       an unconstrained residual function.

@@ -12,7 +12,8 @@ Every key, with its meaning:
   ``LipschitzConstraint`` fields (e.g. ``--config.model.residual.constraint.coeff=0.7``; ``None``
   gives a classifier's unconstrained twin). Fields left out take the specs' defaults. The family:
   ``residual.architecture='densenet'`` with ``activation='clipswish'`` for i-DenseNets,
-  ``block_type='monotone'`` (and ``forward_solver``, a dict of solver fields) for Monotone Flows.
+  ``block_type='monotone'`` (and ``forward_solver``, a dict of solver fields) with ``activation='cpila'``
+  for Monotone Flows.
 * ``estimator``: the training log-det estimator, ``eval_estimator`` the one for test bits/dim: a
   ``kind`` (``'exact'``, ``'series'``, ``'roulette'``) and that estimator's fields (see
   ``iresflow.core.estimators``; fields of other kinds are ignored). ``estimator.unroll`` and

@@ -14,8 +14,8 @@ import pytest
 import iresflow
 from iresflow.models import IResNetFlow
 from iresflow.nn import (INVERSE_INFO, ContractiveResidual, ExactLogDet, FixedPointSolver, LipschitzConstraint,
-                         MonotoneBlock, PowerSeries, ResidualSpec, Roulette, activations, clipswish, inverse_info,
-                         lipswish)
+                         MonotoneBlock, PowerSeries, ResidualSpec, Roulette, activations, clipswish, cpila,
+                         inverse_info, lipswish, pila)
 
 DENSENET = dict(architecture="densenet", activation="clipswish")
 
@@ -47,10 +47,51 @@ def test_clipswish_doubles_the_width_and_is_1_lipschitz():
                              rtol=1e-6)
 
 
+def test_pila_pieces_and_derivatives():
+  # Pila (Ahn et al. 2022): x above 0, (k^2 x^3 / 2 - k x^2 + x) e^(kx) below, k = 5; the pieces meet in
+  # value, slope and curvature at 0, and jax's derivative is the closed form the constant is built on.
+  x = np.linspace(-3.0, 2.0, 5001)
+  k = activations.PILA_K
+  expected = np.where(x > 0, x, (k**2 * x**3 / 2 - k * x**2 + x) * np.exp(k * x))
+  np.testing.assert_allclose(pila(jnp.asarray(x, jnp.float32)), expected, atol=1e-6)
+  slope = jax.vmap(jax.grad(pila))(jnp.asarray(x, jnp.float32))
+  s = k * np.minimum(x, 0)
+  np.testing.assert_allclose(slope, np.where(x > 0, 1.0, (s**3 / 2 + s**2 / 2 - s + 1) * np.exp(s)), atol=2e-6)
+  curvature = jax.grad(jax.grad(pila))
+  assert float(curvature(-1e-4)) == pytest.approx(0.0, abs=1e-2) and float(curvature(1e-4)) == 0.0
+  assert float(jax.grad(pila)(0.0)) == 1.0  # not the 1/2 of a min/max tie
+  assert float(jax.grad(pila)(-4.0 / k)) == pytest.approx(-19 * math.exp(-4), rel=1e-5)  # the dip
+  assert np.all(np.isfinite(jax.vmap(jax.grad(pila))(jnp.asarray([-1e4, 0.0, 1e4]))))  # no overflow in grads
+
+
+def test_cpila_constant_is_the_largest_jacobian_norm():
+  # Norm of x -> [pila(x - 0.2), pila(-x - 0.2)] per entry, by jax on a fine float32 grid.
+  x = jnp.linspace(-12.0, 12.0, 1_200_001)
+  a = jax.vmap(jax.grad(lambda z: pila(z - 0.2)))(x)
+  b = jax.vmap(jax.grad(lambda z: pila(-z - 0.2)))(x)
+  norms = np.hypot(np.asarray(a, np.float64), np.asarray(b, np.float64))
+  constant = activations.CPILA_LIPSCHITZ
+  assert norms.max() <= constant
+  assert norms.max() >= constant * (1 - 1e-4)  # not loose
+  # The maximum sits where one half is at Pila's dip and the other linear: sqrt(1 + (19 e^-4)^2); Ahn et al.'s 1.06.
+  assert constant == pytest.approx(math.sqrt(1 + 361 * math.exp(-8)), rel=1e-4)
+  assert constant < 1.06
+
+
+def test_cpila_doubles_the_width_and_is_1_lipschitz():
+  x = 2.0 * jax.random.normal(jax.random.key(0), (256, 6))
+  assert cpila(x).shape == (256, 12)
+  jac = jax.vmap(jax.jacfwd(cpila))(x)  # (256, 12, 6)
+  norms = np.linalg.svd(np.asarray(jac, np.float64), compute_uv=False)[:, 0]
+  assert norms.max() <= 1.0 + 1e-6 and norms.max() > 0.99  # some entries near the dip: the bound is tight
+  np.testing.assert_allclose(cpila(x)[:, 6:] * activations.CPILA_LIPSCHITZ, pila(-x - 0.2), rtol=1e-5, atol=1e-7)
+
+
 @pytest.mark.parametrize("x_shape,spec", [
     ((3, 5), ResidualSpec(hidden=4, dense_layers=3, **DENSENET)),
     ((2, 4, 4, 3), ResidualSpec(hidden=2, kernel_sizes=(3, 3, 1), **DENSENET)),
     ((3, 5), ResidualSpec(hidden=4, dense_layers=2, activation="clipswish")),  # a chain with CLipSwish
+    ((3, 5), ResidualSpec(hidden=4, dense_layers=3, architecture="densenet", activation="cpila")),
 ])
 def test_densenet_widths_and_concatenation_weights(x_shape, spec):
   x = jax.random.normal(jax.random.key(0), x_shape)
@@ -121,7 +162,8 @@ def _whole_map_logdet(block, variables, x):
 
 @pytest.mark.parametrize("spec,shape", [
     (ResidualSpec(hidden=8, dense_layers=2, constraint=LipschitzConstraint(0.9)), (4, 3)),
-    (ResidualSpec(hidden=3, dense_layers=3, constraint=LipschitzConstraint(0.9), **DENSENET), (4, 3)),
+    (ResidualSpec(hidden=3, dense_layers=3, constraint=LipschitzConstraint(0.9), architecture="densenet",
+                  activation="cpila"), (4, 3)),  # Monotone Flows' recipe: DenseNet g with CPila
     (ResidualSpec(hidden=2, kernel_sizes=(3, 1), constraint=LipschitzConstraint(0.9)), (2, 2, 2, 2)),
 ])
 def test_monotone_block_log_det_round_trip_and_definition(spec, shape):
