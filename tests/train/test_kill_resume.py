@@ -15,8 +15,8 @@ import time
 from iresflow.train.checkpoint import Checkpointer
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-ARGS = ["--config", str(ROOT / "experiments" / "configs" / "digits_flow.py"), "--config.num_steps=60",
-        "--config.checkpoint_every=5", "--config.log_every=5", "--config.model.residual.hidden=8",
+ARGS = ["--config", str(ROOT / "experiments" / "configs" / "digits_flow.py"), "--config.num_steps=24",
+        "--config.checkpoint_every=4", "--config.log_every=4", "--config.model.residual.hidden=8",
         "--config.model.stages=(1, 1)", "--config.batch_size=16", "--config.num_eval_examples=32",
         "--config.eval_batch_size=32", "--config.num_samples=4", "--config.eval_refresh_iterations=1",
         "--config.progress=False"]
@@ -38,7 +38,7 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path):
 
   process = subprocess.Popen(_command(killed), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   deadline = time.time() + 600
-  while not (killed / "checkpoints" / "20").exists():  # Orbax renames a finished checkpoint into place
+  while not (killed / "checkpoints" / "8").exists():  # Orbax renames a finished checkpoint into place
     assert process.poll() is None, "the run ended before it could be killed"
     assert time.time() < deadline
     time.sleep(0.05)
@@ -49,7 +49,7 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path):
   # Every checkpoint the killed run left is complete and readable.
   checkpointer = Checkpointer(str(killed / "checkpoints"))
   latest = checkpointer.latest_step()
-  assert latest is not None and 20 <= latest < 60
+  assert latest is not None and 8 <= latest < 24
   for step in checkpointer.all_steps():
     restored = checkpointer.restore_raw(step)
     assert int(restored["step"]) == step
