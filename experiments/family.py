@@ -17,13 +17,12 @@ On real MNIST (``--datasets mnist --data-dir DIR``; prepared with ``python -m ir
 layout and preprocessing are those of experiments/mnist_density.py (256 levels, logit transform), the
 test set a fixed subset of 1,000 test images and the flows' test log-dets the unbiased Russian-roulette
 series with 20 exact terms. Elsewhere test log-likelihoods use exact log-determinants (2x2 or 64x64
-Jacobians). As the trainer does, the
-flows are evaluated and certified (``iresflow.certify``) after 10 more norm-estimator steps for their
-final parameters (``iresflow.train.workdir.evaluation_variables``). Writes a table, a JSON file and a figure of the toy
-densities.
+Jacobians). As the trainer does, the flows are evaluated and certified (``iresflow.certify``) after 10
+more norm-estimator steps for their final parameters (``iresflow.train.workdir.evaluation_variables``).
+Writes a table, a JSON file and a figure of the toy densities.
 
     python experiments/family.py                                # docs/family.{md,json,png}, ~47 min
-    python experiments/family.py --datasets mnist --data-dir DIR  # adds MNIST to docs/family.*, ~35 min
+    python experiments/family.py --datasets mnist --data-dir DIR  # adds MNIST to docs/family.*, ~42 min
     python experiments/family.py --quick --output-dir /tmp/x    # tiny, about a minute
 
 Results of data sets not in ``--datasets``, and of members not in ``--members``, are kept from the JSON

@@ -36,6 +36,13 @@ def lipswish(x: jax.Array, beta: jax.typing.ArrayLike = 1.0) -> jax.Array:
   return x * jax.nn.sigmoid(jnp.asarray(beta, x.dtype) * x) / jnp.asarray(1.1, x.dtype)
 
 
+def _round_up_to_float32(value: float) -> float:
+  """The smallest float32 >= ``value``, as a Python float: dividing by it in float32 cannot leave a
+  constant above 1."""
+  as_float32 = jnp.float32(value)
+  return float(jnp.nextafter(as_float32, jnp.float32(2.0)) if float(as_float32) < value else as_float32)
+
+
 def clipswish_lipschitz_constant() -> float:
   """The Lipschitz constant (2-norm) of ``x -> [lipswish(x), lipswish(-x)]``, for every ``beta > 0``.
 
@@ -58,8 +65,7 @@ def clipswish_lipschitz_constant() -> float:
   sigmoid = 1 / (1 + math.exp(-t))
   a = sigmoid + t * sigmoid * (1 - sigmoid)
   constant = math.hypot(a, 1 - a) / 1.1
-  as_float32 = jnp.float32(constant)
-  return float(jnp.nextafter(as_float32, jnp.float32(2.0)) if float(as_float32) < constant else as_float32)
+  return _round_up_to_float32(constant)
 
 
 CLIPSWISH_LIPSCHITZ = clipswish_lipschitz_constant()
@@ -137,8 +143,7 @@ def cpila_lipschitz_constant(k: float = PILA_K, shift: float = CPILA_SHIFT) -> f
   bound = _upper_bound_of_maximum(
       lambda x: np.hypot(_pila_derivative(x - shift, k), _pila_derivative(-x - shift, k)),
       -half_width, half_width, math.sqrt(2) * max_second)
-  as_float32 = jnp.float32(bound)
-  return float(jnp.nextafter(as_float32, jnp.float32(2.0)) if float(as_float32) < bound else as_float32)
+  return _round_up_to_float32(bound)
 
 
 CPILA_LIPSCHITZ = cpila_lipschitz_constant()
