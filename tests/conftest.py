@@ -3,11 +3,15 @@
 
 * JAX's persistent compilation cache is shared by the test workers and their subprocesses, so a
   program compiled once in a session is not compiled again (e.g. the killed and the resumed training
-  run in ``test_kill_resume.py``). It lives in the repository's ignored ``.cache/`` folder; a clean
-  clone starts empty. ``IRESFLOW_TEST_JAX_CACHE=0`` turns it off.
-* XLA:CPU compiles with LLVM's optimisation level 0 (``--xla_backend_optimization_level=0``): on
-  these small models compilation, not execution, is most of a test's time, and level 0 halves it.
-  The numbers a test checks do not depend on it. ``IRESFLOW_TEST_XLA_OPT=1`` keeps XLA's default.
+  run in ``test_kill_resume.py``). Every program goes in, however fast it compiled: a tiny training
+  run compiles ~80 programs of < 0.5 s each, and reading them back costs a fraction of compiling them.
+  It lives in the repository's ignored ``.cache/`` folder; a clean clone starts empty.
+  ``IRESFLOW_TEST_JAX_CACHE=0`` turns it off.
+* XLA:CPU compiles with LLVM's optimisation level 0 and without its expensive passes
+  (``--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true``, what
+  ``jax_disable_most_optimizations`` sets): on these small models compilation, not execution, is
+  most of a test's time. The numbers a test checks do not depend on it. ``IRESFLOW_TEST_XLA_OPT=1``
+  keeps XLA's defaults.
 """
 
 import os
@@ -16,12 +20,12 @@ import pathlib
 if os.environ.get("IRESFLOW_TEST_JAX_CACHE", "1") != "0":
   _cache = pathlib.Path(__file__).resolve().parents[1] / ".cache" / "jax-tests"
   os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(_cache))
-  os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
+  os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
 if os.environ.get("IRESFLOW_TEST_XLA_OPT", "0") != "1":
-  _flag = "--xla_backend_optimization_level=0"
-  if _flag not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_flag}".strip()
+  for _flag in ("--xla_backend_optimization_level=0", "--xla_llvm_disable_expensive_passes=true"):
+    if _flag.split("=")[0] not in os.environ.get("XLA_FLAGS", ""):
+      os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_flag}".strip()
 
 
 import pytest  # noqa: E402

