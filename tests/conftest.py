@@ -7,11 +7,13 @@
   run compiles ~80 programs of < 0.5 s each, and reading them back costs a fraction of compiling them.
   It lives in the repository's ignored ``.cache/`` folder; a clean clone starts empty.
   ``IRESFLOW_TEST_JAX_CACHE=0`` turns it off.
-* XLA:CPU compiles with LLVM's optimisation level 0 and without its expensive passes
+* XLA:CPU compiles for compile speed: LLVM's optimisation level 0 without its expensive passes
   (``--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true``, what
-  ``jax_disable_most_optimizations`` sets): on these small models compilation, not execution, is
-  most of a test's time. The numbers a test checks do not depend on it. ``IRESFLOW_TEST_XLA_OPT=1``
-  keeps XLA's defaults.
+  ``jax_disable_most_optimizations`` sets) and the classic fusion code generator instead of the
+  newer fusion emitters (``--xla_cpu_use_fusion_emitters=false``). On these small models
+  compilation, not execution, is most of a test's time (measurements in docs/test_time.md). They
+  change how float32 sums are rounded, not what a test checks. ``IRESFLOW_TEST_XLA_OPT=1`` keeps
+  XLA's defaults.
 """
 
 import os
@@ -23,7 +25,8 @@ if os.environ.get("IRESFLOW_TEST_JAX_CACHE", "1") != "0":
   os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
 if os.environ.get("IRESFLOW_TEST_XLA_OPT", "0") != "1":
-  for _flag in ("--xla_backend_optimization_level=0", "--xla_llvm_disable_expensive_passes=true"):
+  for _flag in ("--xla_backend_optimization_level=0", "--xla_llvm_disable_expensive_passes=true",
+                "--xla_cpu_use_fusion_emitters=false"):
     if _flag.split("=")[0] not in os.environ.get("XLA_FLAGS", ""):
       os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_flag}".strip()
 

@@ -2,7 +2,9 @@
 
 A stage of identical steps runs under ``nn.scan``: parameters and norm-estimator state are stacked
 along a leading axis, the body is traced once, so compile time does not grow with depth (the
-technique of big_vision's Jet flow). The inverse runs the same stacked steps in reverse.
+technique of big_vision's Jet flow). The inverse runs the same stacked steps in reverse. Every
+collection is scanned, none broadcast, so Flax's check that broadcast variables stay loop-invariant
+(``check_constancy_invariants``: one more trace of the body) is off.
 ``unroll=True`` traces every step instead (compile time grows with depth; on XLA:CPU the training
 step runs several times faster, docs/benchmarks.md); the default ``None`` unrolls the forward pass
 on CPU only (:mod:`iresflow.core.loops`) and never the inverse.
@@ -100,7 +102,7 @@ def scan_forward(step: FlowStep, x: jax.Array, length: int, *, estimator=None, u
     return (y, total + value), None
 
   run = nn.scan(body, variable_axes=_SCAN_AXES, split_rngs={"params": True, "logdet": True}, length=length,
-                unroll=length if loops.resolve_unroll(unroll) else 1)
+                unroll=length if loops.resolve_unroll(unroll) else 1, check_constancy_invariants=False)
   total = jnp.zeros((x.shape[0],), accumulation_dtype(x.dtype))
   (y, total), _ = run(step, (x, total), None)
   return y, total
@@ -122,7 +124,7 @@ def scan_inverse(step: FlowStep, y: jax.Array, length: int, *, solver: FixedPoin
     return (x, total + value), None
 
   run = nn.scan(body, variable_axes=_SCAN_AXES, split_rngs={"params": True, "logdet": True}, length=length,
-                reverse=True, unroll=length if unroll else 1)
+                reverse=True, unroll=length if unroll else 1, check_constancy_invariants=False)
   total = jnp.zeros((y.shape[0],), accumulation_dtype(y.dtype))
   (x, total), _ = run(step, (y, total), None)
   return x, total

@@ -107,7 +107,13 @@ def test_round_trip_at_init_and_after_training_with_large_learning_rate(config):
   np.testing.assert_allclose(x_back, x, atol=1e-5)
 
   trained, losses = _train(model, variables, x, steps=25 if config is IMAGE else 50)
-  assert np.all(np.isfinite(losses)) and losses[-1] < losses[0]
+  assert np.all(np.isfinite(losses))
+  # Large steps: the parameters moved by about their own size. (The loss is no measure of that: the
+  # vector data are drawn from the prior, so its loss starts at its optimum and only fluctuates.)
+  moved, initial = (np.sqrt(sum(float(np.sum(np.square(leaf))) for leaf in jax.tree.leaves(tree)))
+                    for tree in (jax.tree.map(jnp.subtract, trained["params"], variables["params"]),
+                                 variables["params"]))
+  assert moved > 0.5 * initial
   z = model.apply(trained, x, method=model.forward)
   x_back, info = _inverse(model, trained, z)
   assert bool(jnp.all(info.converged)), info
