@@ -14,6 +14,8 @@ which nothing makes converge.
     python experiments/mnist_classification.py --data-dir ~/tensorflow_datasets   # 2 runs + inverse
     python experiments/mnist_classification.py --quick --output-dir /tmp/x       # synthetic data, seconds
 
+``--models i-ResNet`` (or ``"ResNet twin"``) runs one of the two.
+
 Writes ``mnist_classification.json``, ``mnist_classification.md`` and
 ``mnist_classification_inverse.png`` into ``--output-dir`` (default ``docs/``).
 """
@@ -40,6 +42,7 @@ from iresflow.train.tasks import ClassificationTask
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 N_INVERTED = 256
+MODELS = {"i-ResNet": 0.9, "ResNet twin": None}  # name: coeff
 
 
 def invert_test_images(workdir: str, images: np.ndarray) -> dict:
@@ -62,7 +65,7 @@ def invert_test_images(workdir: str, images: np.ndarray) -> dict:
 def figure(inverses: dict, path: str, n: int = 10) -> None:
   from matplotlib.figure import Figure
 
-  rows = [("test digits", inverses["i-ResNet"]["x"])] + [
+  rows = [("test digits", next(iter(inverses.values()))["x"])] + [
       (f"{name}: features -> inverse (max err {r['max_abs_error']:.1e})", r["x_back"])
       for name, r in inverses.items()]
   fig = Figure(figsize=(n * 0.8, len(rows) * 1.0))
@@ -95,6 +98,7 @@ def main() -> None:
   parser.add_argument("--steps", type=int, default=None, help="training steps (default: the config's)")
   parser.add_argument("--quick", action="store_true", help="synthetic data, tiny model, 3 steps")
   parser.add_argument("--output-dir", default=os.path.join(ROOT, "docs"))
+  parser.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS))
   args = parser.parse_args()
   runs, inverses = {}, {}
   load_data = synthetic_mnist_loader if args.quick else load_image_dataset
@@ -103,7 +107,8 @@ def main() -> None:
                else contextlib.nullcontext())
   test_images = load_data("mnist", data_dir=args.data_dir).test_images[:16 if args.quick else N_INVERTED]
   with tempfile.TemporaryDirectory() as tmp, synthetic:
-    for name, coeff in (("i-ResNet", 0.9), ("ResNet twin", None)):
+    for name in args.models:
+      coeff = MODELS[name]
       config = load_config(os.path.join(HERE, "configs", "mnist_classifier_cpu.py"))
       config.data_dir = args.data_dir
       config.model.residual.constraint.coeff = coeff

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import pathlib
 from unittest import mock
 
 import jax
@@ -95,3 +96,27 @@ def jit_init(model, key, x, **kwargs):
   """``model.init(key, x, **kwargs)`` under ``jax.jit``: eager init runs the norm estimator's iterations
   op by op, several times slower than compiling them."""
   return jax.jit(lambda key, x: model.init(key, x, **kwargs))(key, x)
+
+
+def shared_across_workers(tmp_path_factory, name: str, make) -> pathlib.Path:
+  """A folder that ``make(folder)`` fills once per test session, whichever pytest-xdist worker asks first.
+
+  A module-scoped fixture runs once in every worker that runs one of its tests (``--dist worksteal``
+  spreads a module's tests over the workers); this runs ``make`` once in all, under a file lock in
+  the session's shared temporary folder. ``make`` must leave a file ``done`` only when it succeeded;
+  a worker that finds the folder without it runs ``make`` again in a fresh folder.
+  """
+  import fcntl
+  import shutil
+
+  root = tmp_path_factory.getbasetemp()
+  root = root.parent if root.name.startswith("popen-gw") else root  # the folder all workers share
+  folder = pathlib.Path(root) / f"shared-{name}"
+  with open(pathlib.Path(root) / f"shared-{name}.lock", "w") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    if not (folder / "done").exists():
+      shutil.rmtree(folder, ignore_errors=True)
+      folder.mkdir()
+      make(folder)
+      (folder / "done").touch()
+  return folder

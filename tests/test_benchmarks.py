@@ -13,7 +13,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 @pytest.mark.parametrize("script,expected", [
     ("compile_time.py", ["| blocks | compile (s) |", "| 4 |"]),
-    ("memory.py", ["| neumann | yes (default) |", "| backprop | no (default) |", "| 4 terms (MiB) |"]),
+    ("memory.py", ["| neumann | yes (default) |", "| 4 terms (MiB) |"]),
     ("full_size_step.py", ["digits_flow nn.scan: ", " parameters, trace ", ", compile ", "images/s) on cpu"]),
 ])
 def test_benchmark_quick_mode(script, expected):

@@ -52,7 +52,8 @@ def test_matching_width_is_the_brute_force_closest():
   from iresflow.baselines import matching_width, parameter_count
 
   x = jnp.zeros((4, 6))
-  count = lambda h: parameter_count(jax.eval_shape(GlowFlow(3, h).init, jax.random.key(0), x)["params"])  # noqa: E731
-  for target in (count(9) + 1, count(17) - 2, 5_000, 1):
-    brute = min(range(4, 65), key=lambda h: abs(count(h) - target))
+  counts = {h: parameter_count(jax.eval_shape(GlowFlow(3, h).init, jax.random.key(0), x)["params"])
+            for h in range(4, 65)}
+  for target in (counts[9] + 1, counts[17] - 2, 5_000, 1):
+    brute = min(counts, key=lambda h: abs(counts[h] - target))
     assert matching_width(lambda h: GlowFlow(3, h), target, x, low=4, high=64) == brute
