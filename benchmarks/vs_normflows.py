@@ -499,7 +499,8 @@ def report(results: dict, command: str) -> str:
                  f"**{sizes['20'] / max(sizes['2'], 1):.2f}** |")
   u = results["utilisation"]
   lines += ["", "## Utilisation and compile time", "",
-            f"- Image training step ({u['gradient']}): {u['step_flops'] / 1e9:.2f} GFLOP per step (XLA cost analysis) in "
+            f"- Image training step ({u['gradient']}): {u['step_flops'] / 1e9:.2f} GFLOP per step "
+            "(XLA cost analysis) in "
             f"{1e3 * u['step_s']:.1f} ms = **{u['step_flops_per_s'] / 1e9:.1f} GFLOP/s**; a {u['matmul_size']}x"
             f"{u['matmul_size']} float32 matmul ran at {u['matmul_flops_per_s'] / 1e9:.1f} GFLOP/s: "
             f"**{100 * u['step_flops_per_s'] / u['matmul_flops_per_s']:.0f}%** of it.",

@@ -2,7 +2,8 @@
 
 For residual functions g(x) = sqrt(c) Q^T elu(sqrt(c) Q x + 1) (Q orthogonal, 16-D inputs) whose
 Lipschitz constant c in {0.5, 0.7, 0.9} is attained (J_g = c I wherever the ELU is linear: the worst
-case of Theorem 3, where a random network's Jacobian would sit well below its bound), computes the exact expectation of the truncated estimator -- the series
+case of Theorem 3, where a random network's Jacobian would sit well below its bound), computes the
+exact expectation of the truncated estimator -- the series
 PS(J_g, n) of eq. (5), from the materialised Jacobian, so no probe noise -- against the exact
 log-det (jax.jacfwd + slogdet), for n = 1..30, with the Theorem 3 bound drawn. Also measures the
 standard deviation and the mean cost (terms) of the unbiased Russian-roulette estimator.

@@ -63,7 +63,8 @@ def main() -> None:
   parser.add_argument("--steps", type=int, default=None)
   args = parser.parse_args()
   toys = TOYS[:1] if args.quick else TOYS
-  n_blocks, hidden, steps, batch, n_test, grid = (2, 16, 20, 64, 512, 40) if args.quick else (10, 64, 2500, 500, 20000, 160)
+  n_blocks, hidden, steps, batch, n_test, grid = ((2, 16, 20, 64, 512, 40) if args.quick
+                                                 else (10, 64, 2500, 500, 20000, 160))
   steps = args.steps or steps
   xs = np.linspace(-LIMIT, LIMIT, grid, dtype=np.float32)
   points = jnp.asarray(np.stack(np.meshgrid(xs, xs), -1).reshape(-1, 2))
@@ -140,8 +141,9 @@ def main() -> None:
   for toy, r in results.items():
     best = max(r["iresnet_test_log_likelihood"], r["glow_test_log_likelihood"])
     fmt = lambda v: f"**{v:.3f}**" if v == best else f"{v:.3f}"
-    lines.append(f"| {toy} | {r['iresnet_params']:,} / {r['glow_params']:,} | {fmt(r['iresnet_test_log_likelihood'])} | "
-                 f"{fmt(r['glow_test_log_likelihood'])} | {r['iresnet_seconds']:.0f} / {r['glow_seconds']:.0f} |")
+    lines.append(f"| {toy} | {r['iresnet_params']:,} / {r['glow_params']:,} | "
+                 f"{fmt(r['iresnet_test_log_likelihood'])} | {fmt(r['glow_test_log_likelihood'])} | "
+                 f"{r['iresnet_seconds']:.0f} / {r['glow_seconds']:.0f} |")
   table = "\n".join(lines)
   print(table)
   with open(os.path.join(args.output_dir, "toy_densities.md"), "w") as f:
