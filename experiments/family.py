@@ -228,7 +228,7 @@ def run_dataset(name: str, seconds: float, quick: bool, members=MEMBERS, data_di
                                                                       n_blocks, stages)
       model = make_flow(member, width, data_shape, n_blocks, stages)
       estimator = member.estimator()
-      # Jitted: an eager init runs the norm estimator's iterations op by op.
+      # Jitted: one program, where an eager init dispatches every operation outside the scans separately.
       variables = jax.jit(lambda key, x: model.init(key, x, estimator=estimator))(jax.random.key(0), x_init)
 
       def log_prob(variables, x, key, model=model, estimator=estimator):

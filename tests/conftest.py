@@ -4,7 +4,7 @@
 * JAX's persistent compilation cache is shared by the test workers and their subprocesses, so a
   program compiled once in a session is not compiled again (e.g. the killed and the resumed training
   run in ``test_kill_resume.py``). Every program goes in, however fast it compiled: a tiny training
-  run compiles ~80 programs of < 0.5 s each, and reading them back costs a fraction of compiling them.
+  run compiles 60-80 programs, most in < 0.5 s, and reading them back costs a fraction of compiling them.
   It lives in the repository's ignored ``.cache/`` folder; a clean clone starts empty.
   ``IRESFLOW_TEST_JAX_CACHE=0`` turns it off.
 * XLA:CPU compiles for compile speed: LLVM's optimisation level 0 without its expensive passes

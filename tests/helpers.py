@@ -93,8 +93,9 @@ def subprocess_env(root) -> dict:
 
 
 def jit_init(model, key, x, **kwargs):
-  """``model.init(key, x, **kwargs)`` under ``jax.jit``: eager init runs the norm estimator's iterations
-  op by op, several times slower than compiling them."""
+  """``model.init(key, x, **kwargs)`` under ``jax.jit``: one compiled program, where eager init
+  dispatches every operation outside the scanned stages separately and compiles each stage's scan
+  on its own."""
   return jax.jit(lambda key, x: model.init(key, x, **kwargs))(key, x)
 
 
@@ -103,8 +104,8 @@ def shared_across_workers(tmp_path_factory, name: str, make) -> pathlib.Path:
 
   A module-scoped fixture runs once in every worker that runs one of its tests (``--dist worksteal``
   spreads a module's tests over the workers); this runs ``make`` once in all, under a file lock in
-  the session's shared temporary folder. ``make`` must leave a file ``done`` only when it succeeded;
-  a worker that finds the folder without it runs ``make`` again in a fresh folder.
+  the session's shared temporary folder. The folder is marked ``done`` once ``make`` returns; a
+  worker that finds it unmarked (``make`` raised) runs ``make`` again in a fresh folder.
   """
   import fcntl
   import shutil
