@@ -15,6 +15,13 @@ settings (see :mod:`iresflow.core.logdet`).
 
 They are frozen dataclasses: hashable (a static argument of ``jax.jit``), checked when built, and
 printable as the sentence a result table needs (:meth:`describe`).
+
+Precision policy. The series estimators compute ``g(x)`` and the series (every vector-Jacobian
+product, forward and backward) at ``precision`` and in ``compute_dtype``; the defaults (JAX's default
+matmul precision, the input's dtype) suit a training step. For evaluation pass ``precision='highest'``
+(the training configs do, see ``iresflow.train.config``). What must be accurate whatever the setting
+runs at ``'highest'`` regardless: the spectral-norm estimates (they run before ``g`` is built), the
+fixed-point inverse, the certificate and :class:`ExactLogDet` (see :mod:`iresflow.core.precision`).
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ import dataclasses
 from typing import ClassVar, Union
 
 import jax
+import jax.numpy as jnp
 
 from iresflow.core import logdet, loops, precision as precision_lib, validation
 
@@ -68,6 +76,14 @@ class PowerSeries:
       mode only), one more forward of ``g`` per block (the whole series with ``'backprop'``).
       None (default): with ``'neumann'`` only (docs/benchmarks.md: less memory than normflows'
       ``reduce_memory``, and no slower on a CPU).
+    precision: matmul precision of ``g`` and its vector-Jacobian products (one of
+      ``iresflow.core.precision.PRECISIONS``). None (default): JAX's default, TensorFloat-32 on recent
+      NVIDIA GPUs and one bfloat16 pass on TPUs (float32 on CPUs whatever the setting); ``'highest'``
+      for evaluation.
+    compute_dtype: ``'bfloat16'`` or ``'float16'``: ``g``, its vector-Jacobian products and the
+      probes run in that dtype (the input is cast to it, the parameters at each layer), the terms
+      are summed in float32, and ``g(x)`` is returned in the input's dtype. None (default): the
+      input's dtype.
   """
 
   n_terms: int = 5
@@ -76,9 +92,12 @@ class PowerSeries:
   gradient: str = "backprop"
   unroll: bool | None = None
   remat: bool | None = None
+  precision: str | None = None
+  compute_dtype: str | None = None
   needs_key: ClassVar[bool] = True
 
   def __post_init__(self):
+    _check_policy(self)
     validation.check_positive_int(self.n_terms, "n_terms")
     validation.check_positive_int(self.n_probes, "n_probes")
     _check_choice(self.probe, logdet.PROBES, "probe")
@@ -89,12 +108,13 @@ class PowerSeries:
 
   def __call__(self, key: jax.Array, g: logdet.ResidualFn, x: jax.Array, *, transform: str = "residual"
                ) -> tuple[jax.Array, jax.Array]:
-    return logdet.power_series_logdet(key, g, x, n_terms=self.n_terms, n_probes=self.n_probes, probe=self.probe,
-                                      gradient=self.gradient, unroll=self.unroll, remat=self.remat,
-                                      transform=transform)
+    estimate = lambda x: logdet.power_series_logdet(
+        key, g, x, n_terms=self.n_terms, n_probes=self.n_probes, probe=self.probe, gradient=self.gradient,
+        unroll=self.unroll, remat=self.remat, transform=transform)
+    return _under_policy(estimate, x, self.precision, self.compute_dtype)
 
   def describe(self) -> str:
-    return f"power series, {self.n_terms} terms, {self.n_probes} {self.probe} probes"
+    return f"power series, {self.n_terms} terms, {self.n_probes} {self.probe} probes" + _describe_policy(self)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,6 +133,8 @@ class Roulette:
       None (default): on CPU only (:mod:`iresflow.core.loops`).
     remat: recompute ``g``'s forward in the backward pass, keeping only the Neumann vector (see
       ``PowerSeries``). None (default): on, as for ``PowerSeries`` with the Neumann gradient.
+    precision: matmul precision of ``g`` and its vector-Jacobian products (see ``PowerSeries``).
+    compute_dtype: the dtype ``g`` and the series run in (see ``PowerSeries``).
   """
 
   n_exact_terms: int = 2
@@ -124,9 +146,12 @@ class Roulette:
   probe: str = "gaussian"
   unroll: bool | None = None
   remat: bool | None = None
+  precision: str | None = None
+  compute_dtype: str | None = None
   needs_key: ClassVar[bool] = True
 
   def __post_init__(self):
+    _check_policy(self)
     validation.check_positive_int(self.n_exact_terms, "n_exact_terms")
     loops.check_unroll(self.unroll)
     if self.remat is not None:
@@ -144,14 +169,15 @@ class Roulette:
 
   def __call__(self, key: jax.Array, g: logdet.ResidualFn, x: jax.Array, *, transform: str = "residual"
                ) -> tuple[jax.Array, jax.Array]:
-    return logdet.roulette_logdet(key, g, x, n_exact_terms=self.n_exact_terms, distribution=self.distribution,
-                                  geometric_p=self.geometric_p, poisson_rate=self.poisson_rate,
-                                  max_terms=self.max_terms, n_probes=self.n_probes, probe=self.probe,
-                                  unroll=self.unroll, remat=self.remat, transform=transform)
+    estimate = lambda x: logdet.roulette_logdet(
+        key, g, x, n_exact_terms=self.n_exact_terms, distribution=self.distribution, geometric_p=self.geometric_p,
+        poisson_rate=self.poisson_rate, max_terms=self.max_terms, n_probes=self.n_probes, probe=self.probe,
+        unroll=self.unroll, remat=self.remat, transform=transform)
+    return _under_policy(estimate, x, self.precision, self.compute_dtype)
 
   def describe(self) -> str:
     return (f"unbiased Russian-roulette series ({self.n_exact_terms} exact terms, {self.distribution}, at most "
-            f"{self.max_terms} terms), {self.n_probes} {self.probe} probes")
+            f"{self.max_terms} terms), {self.n_probes} {self.probe} probes" + _describe_policy(self))
 
 
 LogDetEstimator = Union[ExactLogDet, PowerSeries, Roulette]
@@ -163,6 +189,42 @@ def check_estimator(estimator, name: str = "estimator") -> None:
   if not isinstance(estimator, tuple(ESTIMATORS.values())):
     raise TypeError(f"{name}: expected ExactLogDet(), PowerSeries(...) or Roulette(...) from "
                     f"iresflow.core, got {estimator!r}")
+
+
+COMPUTE_DTYPES = ("bfloat16", "float16", "float32")
+
+
+def _check_policy(estimator) -> None:
+  """Checks ``precision`` and ``compute_dtype``; stores the latter by name (``jnp.bfloat16`` -> ``'bfloat16'``)."""
+  precision_lib.check_precision(estimator.precision)
+  if estimator.compute_dtype is None:
+    return
+  try:
+    name = jnp.dtype(estimator.compute_dtype).name
+  except TypeError:
+    name = None
+  if name not in COMPUTE_DTYPES:
+    raise ValueError(f"compute_dtype: expected None (the input's dtype) or one of {COMPUTE_DTYPES}, "
+                     f"got {estimator.compute_dtype!r}")
+  object.__setattr__(estimator, "compute_dtype", name)
+
+
+def _under_policy(estimate, x: jax.Array, precision: str | None, compute_dtype: str | None
+                  ) -> tuple[jax.Array, jax.Array]:
+  """``estimate(x) -> (g(x), logdet)`` with matmuls at ``precision`` on ``x`` cast to ``compute_dtype``;
+  ``g(x)`` comes back in ``x``'s dtype (the log-det is in the accumulation dtype already)."""
+  estimate = precision_lib.with_matmul_precision(estimate, precision)
+  x = jnp.asarray(x)
+  if compute_dtype is None or compute_dtype == x.dtype:
+    return estimate(x)
+  gx, value = estimate(x.astype(compute_dtype))
+  return gx.astype(x.dtype), value
+
+
+def _describe_policy(estimator) -> str:
+  settings = [f"{name} {value}" for name, value in (("matmul precision", estimator.precision),
+                                                     ("g in", estimator.compute_dtype)) if value is not None]
+  return f" ({', '.join(settings)})" if settings else ""
 
 
 def _check_bool(value, name: str) -> None:

@@ -62,12 +62,14 @@ def sample_probes(key: jax.Array, shape: Sequence[int], dtype, probe: str = "gau
       variance for the trace estimator, Avron & Toledo 2011).
 
   Returns:
-    Array of ``shape``.
+    Array of ``shape``. Drawn in :func:`accumulation_dtype` and rounded to ``dtype``, so one key gives
+    the same probes (up to rounding) whatever the dtype ``g`` runs in.
   """
+  draw_dtype = accumulation_dtype(dtype)
   if probe == "gaussian":
-    return jax.random.normal(key, shape, dtype)
+    return jax.random.normal(key, shape, draw_dtype).astype(dtype)
   if probe == "rademacher":
-    return jax.random.rademacher(key, shape, dtype)
+    return jax.random.rademacher(key, shape, draw_dtype).astype(dtype)
   raise ValueError(f"probe: expected one of {PROBES}, got {probe!r}")
 
 

@@ -20,6 +20,12 @@ Every key, with its meaning:
   ``model.unroll_blocks`` left at None unroll the series and the blocks on CPU only
   (``iresflow.core.loops``); ``estimator.remat`` left at None recomputes ``g`` in the backward pass
   with the Neumann gradient only (``iresflow.core.PowerSeries``).
+  Precision policy: ``estimator.precision`` (matmul precision of ``g`` and the series; None: JAX's
+  default, TensorFloat-32 on recent NVIDIA GPUs) and ``estimator.compute_dtype`` (``'bfloat16'``: ``g``
+  and the series in bfloat16, sums in float32; None: float32) apply to the training step only;
+  ``eval_estimator.precision`` is ``'highest'``, and the norm estimates, the inverse and the
+  certificate run at ``'highest'`` whatever is set (``iresflow.core.precision``; measured in
+  docs/precision_policy.md).
 * ``solver``: the fixed-point inverse for reconstructions and samples (``atol``, ``rtol``,
   ``max_iters``, ``precision``, ``adjoint_failure``; see ``iresflow.core.FixedPointSolver``).
 * ``logit_alpha``: logit transform parameter (None: data - 0.5).
@@ -55,8 +61,11 @@ def default_config() -> ml_collections.ConfigDict:
   config.estimator = ml_collections.ConfigDict(dict(kind="series", n_terms=5, n_probes=1, probe="gaussian",
                                                     gradient="backprop",
                                                     unroll=ml_collections.config_dict.placeholder(bool),
-                                                    remat=ml_collections.config_dict.placeholder(bool)))
-  config.eval_estimator = ml_collections.ConfigDict(dict(kind="exact", n_terms=20, n_probes=4, probe="gaussian"))
+                                                    remat=ml_collections.config_dict.placeholder(bool),
+                                                    precision=ml_collections.config_dict.placeholder(str),
+                                                    compute_dtype=ml_collections.config_dict.placeholder(str)))
+  config.eval_estimator = ml_collections.ConfigDict(dict(kind="exact", n_terms=20, n_probes=4, probe="gaussian",
+                                                         precision="highest"))
   config.solver = ml_collections.ConfigDict(dict(atol=1e-6, rtol=1e-6, max_iters=500, precision="highest",
                                                  adjoint_failure="nan"))
   config.logit_alpha = ml_collections.config_dict.placeholder(float)

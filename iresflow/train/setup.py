@@ -93,7 +93,10 @@ def make_task(config: ml_collections.ConfigDict, model, data: TrainingData):
   if config.task == "classification":
     return ClassificationTask(model, data.num_levels, config.augment_padding, config.augment_flip, config.seed)
   preprocessing = DensityPreprocessing(data.num_levels, config.get("logit_alpha"))
-  estimator, eval_estimator = make_estimator(config.estimator), make_estimator(config.eval_estimator)
+  estimator = make_estimator(config.estimator)
+  # Test metrics at full float32 matmul precision unless the config says otherwise (configs that
+  # replace the whole eval_estimator dict keep that default).
+  eval_estimator = make_estimator({"precision": "highest", **dict(config.eval_estimator)})
   if config.task == "hybrid":
     return HybridTask(model, preprocessing, estimator, eval_estimator, hybrid_weight=config.hybrid_weight)
   return DensityTask(model, preprocessing, estimator, eval_estimator)

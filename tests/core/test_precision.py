@@ -5,17 +5,22 @@ the tests read the precision that each traced matmul and convolution carries in 
 (the setting the GPU or TPU compiler receives). docs/vs_normflows_gpu.md has the measured effect on a GPU.
 """
 
+import collections
+import dataclasses
 import re
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from iresflow import certificate
-from iresflow.core import fixed_point, logdet, precision
+from iresflow.core import Roulette, fixed_point, logdet, precision
 from iresflow.models import IResNetFlow
 from iresflow.nn import INVERSE_INFO, FixedPointSolver, LipschitzConstraint, PowerSeries, ResidualSpec
+from iresflow.train import TrainState, default_config, setup
+from iresflow.train.steps import make_eval_step, make_train_step
 from tests import helpers
 
 
@@ -27,6 +32,18 @@ def _precisions(lowered_text: str) -> list[str]:
       found.append(re.search(r"precision = \[(\w+), \w+\]", line).group(1))
     elif "stablehlo.convolution" in line:
       found.append(re.search(r"#stablehlo<precision (\w+)>", line).group(1))
+  return found
+
+
+def _precisions_and_dtypes(lowered_text: str) -> collections.Counter:
+  """How many dot_generals and convolutions of a StableHLO module run at each (precision, operand dtype)."""
+  found = collections.Counter()
+  for line in lowered_text.splitlines():
+    if "stablehlo.dot_general" in line or "stablehlo.convolution" in line:
+      setting = re.search(r"precision = \[(\w+), \w+\]|#stablehlo<precision (\w+)>", line)
+      dtypes = set(re.findall(r"tensor<[^>]*x(bf16|f16|f32)>", line))
+      assert len(dtypes) == 1, line  # no mixed-dtype matmuls
+      found[(setting.group(1) or setting.group(2), dtypes.pop())] += 1
   return found
 
 
@@ -107,3 +124,79 @@ def test_unknown_precision_is_rejected_by_name(bad):
     fixed_point.fixed_point_inverse(lambda x: 0.5 * x, jnp.ones((1, 2)), precision=bad)
   with pytest.raises(ValueError, match="precision: expected None"):
     precision.with_matmul_precision(lambda x: x, bad)
+
+
+def _small_image_flow():
+  model = IResNetFlow(data_shape=(4, 4, 1), stages=(2,), residual=ResidualSpec(hidden=4), fc_blocks=1,
+                      fc_residual=ResidualSpec(hidden=8))
+  x = jax.random.normal(jax.random.key(0), (4, 4, 4, 1))
+  return model, helpers.jit_init(model, jax.random.key(1), x, estimator=PowerSeries()), x
+
+
+@pytest.mark.parametrize("policy, expected", [
+    (dict(), ("DEFAULT", "f32")),
+    (dict(precision="tensorfloat32"), ("HIGH", "f32")),
+    (dict(compute_dtype="bfloat16"), ("DEFAULT", "bf16")),
+    (dict(gradient="neumann", precision="bfloat16", compute_dtype="bfloat16"), ("DEFAULT", "bf16")),
+], ids=["default", "tf32", "bf16_activations", "neumann_bf16"])
+def test_training_step_runs_g_and_series_by_the_policy_and_norm_estimates_at_highest(policy, expected):
+  """The whole jitted train step (forward, series, backward, optimizer): every matmul and convolution of
+  ``g`` and its vector-Jacobian products at the estimator's (precision, dtype); the spectral-norm
+  estimates, and only they, at HIGHEST in float32. Evaluation with the configs' test estimator: all HIGHEST."""
+  model, variables, _ = _small_image_flow()
+  config = default_config()
+  config.estimator.update(policy)
+  config.eval_estimator = dict(kind="series", n_terms=3)  # a config replacing the dict keeps 'highest'
+  data = setup.TrainingData.synthetic((4, 4, 1), 256, 8)
+  task = setup.make_task(config, model, data)
+  assert task.estimator == PowerSeries(**{"gradient": "backprop", **policy})
+  optimizer = optax.adam(1e-3)
+  step = make_train_step(task, optimizer, 0.999, jax.random.key(2))
+  lowered = jax.jit(step).lower(TrainState.create(variables, optimizer), (data.train[:4],))
+  found = _precisions_and_dtypes(lowered.as_text())
+  assert set(found) == {expected, ("HIGHEST", "f32")}, found
+  assert found[expected] > found[("HIGHEST", "f32")]  # g forward and backward, every term
+
+  evaluate = make_eval_step(task, jax.random.key(3))
+  evaluated = _precisions_and_dtypes(jax.jit(evaluate).lower(variables, data.test[:4], 0).as_text())
+  assert set(evaluated) == {("HIGHEST", "f32")}, evaluated
+
+
+@pytest.mark.parametrize("estimator", [PowerSeries(n_terms=10, n_probes=8), Roulette(n_exact_terms=4, n_probes=8)],
+                         ids=["series", "roulette"])
+def test_bfloat16_compute_matches_float32_to_bfloat16_resolution(estimator):
+  """``compute_dtype='bfloat16'``: same probes (drawn in float32, rounded), log p and g(x) in float32,
+  log p within a few bfloat16 units of the float32 computation, gradients within a few percent."""
+  model, variables, x = _small_image_flow()
+  half = dataclasses.replace(estimator, compute_dtype="bfloat16")
+  key = jax.random.key(2)
+
+  def log_prob(params, estimator):
+    return model.apply({**variables, "params": params}, x, estimator=estimator, rngs={"logdet": key})
+
+  full_value, half_value = log_prob(variables["params"], estimator), log_prob(variables["params"], half)
+  assert half_value.dtype == jnp.float32
+  # bfloat16 keeps 8 bits of mantissa: agreement to a few units of its resolution, relative to |log p|.
+  scale = float(jnp.max(jnp.abs(full_value)))
+  np.testing.assert_allclose(half_value, full_value, atol=4 * float(jnp.finfo(jnp.bfloat16).eps) * scale)
+
+  full_grad, half_grad = (jax.grad(lambda p, e=e: jnp.mean(log_prob(p, e)))(variables["params"])
+                          for e in (estimator, half))
+  assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(half_grad))
+  difference = optax.tree.norm(jax.tree.map(jnp.subtract, full_grad, half_grad))
+  assert float(difference) < 0.1 * float(optax.tree.norm(full_grad))  # 0.04 measured for the series
+
+
+def test_compute_dtype_is_stored_by_name():
+  assert PowerSeries(compute_dtype=jnp.bfloat16) == PowerSeries(compute_dtype="bfloat16")
+  assert Roulette(compute_dtype=np.dtype("float16")).compute_dtype == "float16"
+
+
+@pytest.mark.parametrize("bad", ["int8", "fp16", jnp.int32])
+def test_unknown_compute_dtype_is_rejected_by_name(bad):
+  with pytest.raises(ValueError, match="compute_dtype: expected None"):
+    PowerSeries(compute_dtype=bad)
+  with pytest.raises(ValueError, match="compute_dtype: expected None"):
+    Roulette(compute_dtype=bad)
+  with pytest.raises(ValueError, match="precision: expected None"):
+    Roulette(precision="fp32")

@@ -138,6 +138,21 @@ def test_mnist_classification_quick(tmp_path):
   assert "| i-ResNet | 0.9 |" in stdout and (tmp_path / "mnist_classification_inverse.png").exists()
 
 
+def test_precision_policy_quick(tmp_path):
+  """Training with bfloat16 g and series, evaluating in float32 at 'highest' (issue #15), on a tiny flow."""
+  stdout = _run("precision_policy.py", tmp_path)
+  results = json.loads((tmp_path / "precision_policy.json").read_text())
+  runs = results["runs"]
+  assert set(runs) == {"float32", "bfloat16"}
+  assert "g in bfloat16" in runs["bfloat16"][0]["training_estimator"]
+  assert "bfloat16" not in runs["float32"][0]["training_estimator"]
+  for rows in runs.values():
+    assert rows[0]["certified"] and rows[0]["test_estimator"].startswith("exact log-det")
+  # Same initialisation, data and probes; three small steps: the two models barely differ yet.
+  assert abs(results["summary"]["difference"]["bfloat16_minus_float32"]) < 1e-2
+  assert "| bfloat16 |" in stdout
+
+
 def test_family_quick(tmp_path):
   """The family comparison on one toy, one member: the Monotone Flow (i-DenseNet's g in the Cayley block).
 
