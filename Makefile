@@ -26,6 +26,7 @@ bench: $(STAMP)
 	$(PY) -m pip install --quiet -c constraints.txt -e ".[bench]"
 	$(PY) benchmarks/vs_normflows.py
 	$(PY) benchmarks/memory.py
+	$(PY) benchmarks/largest_batch.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

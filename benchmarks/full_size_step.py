@@ -40,16 +40,23 @@ def load_config(name: str):
   return load_config_file(os.path.join(ROOT, "experiments", "configs", f"{name}.py"))
 
 
-def build_step(config_name: str, unroll: bool | None, blocks_per_stage: int | None = None):
+# Training precision policies (issue #15): the estimator's matmul precision and compute dtype for g and
+# the series; the norm estimates run at 'highest' in float32 under each.
+POLICIES = {"float32": dict(precision="highest"), "default": dict(), "bfloat16": dict(compute_dtype="bfloat16")}
+
+
+def build_step(config_name: str, unroll: bool | None, blocks_per_stage: int | None = None, policy: str = "default"):
   """``(jitted train step, state, two batches, config)`` for ``config_name`` on synthetic data.
 
   The step is ``step(state, divergence, batch) -> (state, divergence, metrics)`` (see
   ``iresflow.train.steps``). ``unroll`` unrolls the blocks and the series terms (None: the
-  backend's default); ``blocks_per_stage`` overrides the depth.
+  backend's default); ``blocks_per_stage`` overrides the depth; ``policy`` is a key of ``POLICIES``
+  (``'default'``: the config's, JAX's default matmul precision in float32).
   """
   config = load_config(config_name)
   config.model.unroll_blocks = unroll
   config.estimator.unroll = unroll
+  config.estimator.update(POLICIES[policy])
   if blocks_per_stage is not None:
     config.model.stages = (blocks_per_stage,) * len(config.model.stages)
   data = TrainingData.synthetic(DATA_SHAPES[config.dataset], NUM_LEVELS[config.dataset], 2 * config.batch_size)
@@ -79,9 +86,9 @@ def variant_name(unroll: bool | None) -> str:
 
 
 def time_step(config_name: str, unroll: bool | None, repeats: int, warmup: int = 2,
-              blocks_per_stage: int | None = None) -> dict:
+              blocks_per_stage: int | None = None, policy: str = "default") -> dict:
   """Compile time and step times of ``config_name``'s density train step (``repeats=0``: compile only)."""
-  train_step, state, batches, config = build_step(config_name, unroll, blocks_per_stage)
+  train_step, state, batches, config = build_step(config_name, unroll, blocks_per_stage, policy)
   start = time.perf_counter()
   lowered = jax.jit(train_step, donate_argnums=0).lower(state, batches[0])
   trace_s = time.perf_counter() - start
@@ -90,7 +97,7 @@ def time_step(config_name: str, unroll: bool | None, repeats: int, warmup: int =
   compile_s = time.perf_counter() - start
   n_params = sum(p.size for p in jax.tree.leaves(state.params))
   entry = {"config": config_name, "unroll_blocks": unroll, "unrolled": loops.resolve_unroll(unroll),
-           "variant": variant_name(unroll), "blocks": list(config.model.stages),
+           "variant": variant_name(unroll), "policy": policy, "blocks": list(config.model.stages),
            "hidden": config.model.residual.hidden, "batch": config.batch_size, "params": int(n_params),
            "trace_s": trace_s, "compile_s": compile_s,
            "device": jax.devices()[0].device_kind, "backend": jax.default_backend()}

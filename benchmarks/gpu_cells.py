@@ -12,6 +12,10 @@ Sections:
   cell; both sides read their allocator's peak).
 * ``compile``: compile time of the jitted train step of an 8- and a 64-block flow.
 * ``fullsize``: step time of the paper-size MNIST and CIFAR-10 models (``full_size_step.py``).
+* ``precision``: the same steps under each training precision policy (``full_size_step.POLICIES``:
+  float32 at 'highest', JAX's default (TF32), bfloat16 ``g`` and series), issue #15 item 3.
+* ``matmul``: the peaks the utilisation figures divide by: an n x n matmul in float32 at 'highest',
+  at JAX's default (TF32) and in bfloat16.
 
     python benchmarks/gpu_cells.py sampling OUT            # full size
     python benchmarks/gpu_cells.py sampling OUT --quick    # tiny sizes, to check the script on a CPU
@@ -89,16 +93,30 @@ def fullsize():
     yield f"{name}/{'unrolled' if unroll else 'scan'}", entry
 
 
+def precision_policies():
+  import full_size_step
+  configs = ["digits_flow"] if QUICK else ["mnist_flow", "cifar10_flow"]
+  for name in configs:
+    for policy in full_size_step.POLICIES:
+      entry = full_size_step.time_step(name, False, repeats=2 if QUICK else 10, policy=policy,
+                                       blocks_per_stage=1 if QUICK else None)
+      print(name, policy, entry["compile_s"], entry["median_s"], flush=True)
+      yield f"{name}/{policy}", entry
+
+
 def matmul():
-  """The reference for utilisation: FLOP/s of an n x n float32 matmul at precision='highest'."""
+  """The references for utilisation: FLOP/s of an n x n matmul at each precision the steps use."""
+  settings = {"float32_highest": ("highest", "float32"), "float32_default": (None, "float32"),
+              "bfloat16": (None, "bfloat16")}
   for size in ((512,) if QUICK else (4096, 8192)):
-    flops = bench.matmul_flops_per_second(size)
-    print(size, flops / 1e12, "TFLOP/s", flush=True)
-    yield str(size), flops
+    for name, (precision, dtype) in settings.items():
+      flops = bench.matmul_flops_per_second(size, precision=precision, dtype=dtype)
+      print(size, name, flops / 1e12, "TFLOP/s", flush=True)
+      yield f"{size}/{name}", flops
 
 
 SECTIONS = {"sampling": sampling, "train_image": train_image, "memory": memory, "compile": compile_cells,
-            "fullsize": fullsize, "matmul": matmul}
+            "fullsize": fullsize, "precision": precision_policies, "matmul": matmul}
 
 
 def main() -> None:

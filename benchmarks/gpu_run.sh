@@ -9,11 +9,12 @@
 #             bound beside it): mnist_real_{results.json,samples.png,metrics.jsonl}. The machine has
 #             no network: prepare the data here first and carry it (carry: [".data"]):
 #             python -m iresflow.data.prepare mnist --data-dir .data/tfds
-#   sampling, train_image, memory, compile, fullsize, matmul   the cells of gpu_cells.py (<section>.json;
-#             matmul: the float32 matmul FLOP/s that the utilisation figures divide by)
+#   sampling, train_image, memory, compile, fullsize, precision, matmul   the cells of gpu_cells.py
+#             (<section>.json; precision: the paper-size steps under each training precision policy;
+#             matmul: the matmul FLOP/s at each precision, which the utilisation figures divide by)
 # Output goes to OUT (default docs/gpu), with log.txt.
 #
-#   bash benchmarks/gpu_run.sh [OUT [PART...]]    # default parts: matmul sampling fullsize compile memory
+#   bash benchmarks/gpu_run.sh [OUT [PART...]]    # default parts: matmul precision sampling fullsize compile memory
 #
 # The machine has JAX, Flax, optax, orbax and PyTorch (CUDA) but no network: normflows, ml_collections
 # and mlxtend travel as wheels in .whl/ (pip wheel --no-deps -w .whl normflows==1.7.3
@@ -21,7 +22,7 @@
 set -u
 OUT=${1:-docs/gpu}
 shift || true
-PARTS=${*:-matmul sampling fullsize compile memory}
+PARTS=${*:-matmul precision sampling fullsize compile memory}
 mkdir -p "$OUT"
 LOG="$OUT/log.txt"
 if ls .whl/*.whl >/dev/null 2>&1; then
@@ -36,7 +37,7 @@ export PYTHONPATH=$PWD:${PYTHONPATH:-} PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREA
 
 limit() {  # seconds each part may take
   case $1 in bench) echo 300 ;; train) echo 200 ;; mnist_real) echo 540 ;; sampling) echo 150 ;; fullsize) echo 200 ;;
-    compile) echo 60 ;; memory) echo 150 ;; train_image) echo 120 ;; *) echo 60 ;; esac
+    compile) echo 60 ;; memory) echo 150 ;; train_image) echo 120 ;; precision) echo 240 ;; *) echo 60 ;; esac
 }
 for part in $PARTS; do
   echo "== $part ($(date +%T))" >>"$LOG"

@@ -373,12 +373,14 @@ def peak_memory(side_name: str, workload: Workload, gradient: str, n_terms: int,
   return int(out.stdout.strip().splitlines()[-1])
 
 
-def matmul_flops_per_second(size: int, repeats: int = 10) -> float:
+def matmul_flops_per_second(size: int, repeats: int = 10, precision: str | None = "highest",
+                            dtype: str = "float32") -> float:
+  """FLOP/s of an ``size x size`` matmul of ``dtype`` arrays at ``precision`` (None: JAX's default)."""
   import jax
   import jax.numpy as jnp
-  a = jax.random.normal(jax.random.key(0), (size, size), jnp.float32)
-  b = jax.random.normal(jax.random.key(1), (size, size), jnp.float32)
-  matmul = jax.jit(lambda a, b: jnp.dot(a, b, precision="highest"))
+  a = jax.random.normal(jax.random.key(0), (size, size), dtype)
+  b = jax.random.normal(jax.random.key(1), (size, size), dtype)
+  matmul = jax.jit(lambda a, b: jnp.dot(a, b, precision=precision))
   matmul(a, b).block_until_ready()
   times = time_calls(lambda i: matmul(a, b).block_until_ready(), 1, repeats)
   return 2 * size**3 / statistics.median(times)

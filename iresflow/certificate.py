@@ -129,7 +129,7 @@ def certify_block(view: BlockView, *, exact_max_dim: int = 2048) -> BlockCertifi
     # Stride-1 SAME convolutions keep the spatial size, so every layer sees the block's input grid.
     layers.append(LayerBound(f"layer{i}", float(weights.norm_estimate),
                              _layer_bound(weights, view.input_shape, exact_max_dim)))
-  etas = concat_weights(view)
+  etas = concat_weights(view) if spec.architecture == "densenet" else ()  # a chain has none: skip building g
   return BlockCertificate(
       name=view.name, layers=tuple(layers), activation_lipschitz=spec.activation_lipschitz(view.input_shape),
       lipschitz_bound=spec.lipschitz_bound(view.input_shape, [layer.bound for layer in layers], etas),

@@ -15,9 +15,11 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
     ("compile_time.py", ["| blocks | compile (s) |", "| 4 |"]),
     ("memory.py", ["| neumann | yes (default) |", "| 4 terms (MiB) |"]),
     ("full_size_step.py", ["digits_flow nn.scan: ", " parameters, trace ", ", compile ", "images/s) on cpu"]),
+    ("largest_batch.py --sides iresflow", ["| iresflow/neumann |", "largest batch in"]),
 ])
 def test_benchmark_quick_mode(script, expected):
-  out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--quick"],
+  script, *options = script.split()
+  out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--quick", *options],
                        capture_output=True, text=True, timeout=600, cwd=ROOT,
                        env={**os.environ, "PYTHONPATH": str(ROOT)})
   assert out.returncode == 0, out.stderr[-2000:]
@@ -43,7 +45,7 @@ def test_gpu_cells_quick_mode(tmp_path):
   """The GPU run's cells at tiny sizes on the CPU (needs the `bench` extra, like the test above)."""
   pytest.importorskip("torch")
   pytest.importorskip("normflows")
-  for section in ("sampling", "compile", "fullsize", "matmul"):
+  for section in ("sampling", "compile", "fullsize", "precision", "matmul"):
     out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_cells.py"), section, str(tmp_path),
                           "--quick"], capture_output=True, text=True, timeout=900, cwd=ROOT,
                          env={**os.environ, "PYTHONPATH": str(ROOT)})
