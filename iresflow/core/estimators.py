@@ -80,10 +80,10 @@ class PowerSeries:
       ``iresflow.core.precision.PRECISIONS``). None (default): JAX's default, TensorFloat-32 on recent
       NVIDIA GPUs and one bfloat16 pass on TPUs (float32 on CPUs whatever the setting); ``'highest'``
       for evaluation.
-    compute_dtype: ``'bfloat16'`` or ``'float16'``: ``g``, its vector-Jacobian products and the
-      probes run in that dtype (the input is cast to it, the parameters at each layer), the terms
-      are summed in float32, and ``g(x)`` is returned in the input's dtype. None (default): the
-      input's dtype.
+    compute_dtype: ``'bfloat16'``, ``'float16'`` or ``'float32'``: ``g``, its vector-Jacobian
+      products and the probes run in that dtype (the input is cast to it, the parameters at each
+      layer), the terms are summed in float32, and ``g(x)`` is returned in the input's dtype. None
+      (default): the input's dtype.
   """
 
   n_terms: int = 5
