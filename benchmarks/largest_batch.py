@@ -7,7 +7,10 @@ both sides (normflows' ``LipschitzCNN`` has no ELU), on the CPU, in two gradient
 
 * the Neumann-series gradient: iresflow's ``PowerSeries(gradient='neumann')`` (``remat`` on, its
   default there) against normflows' ``Residual(reduce_memory=True)``;
-* backprop through the series (the config's): iresflow's default against ``reduce_memory=False``.
+* backprop through the series (the config's): iresflow's default against ``reduce_memory=False``;
+* and iresflow's Neumann step with its blocks under ``nn.scan`` (``unroll_blocks=False``) instead of
+  this backend's default (unrolled on CPU): XLA:CPU's buffer assignment of the unrolled program
+  keeps about two hidden-width activations per block alive, the scanned one does not.
 
 How the memory of one training step is measured:
 
@@ -26,7 +29,8 @@ step at its line's batch would take tens of minutes on 2 cores, so its largest b
 
     python benchmarks/largest_batch.py          # docs/largest_batch.{md,json}, ~15 min on 2 CPUs
     python benchmarks/largest_batch.py --quick  # one tiny stage, Neumann only, 16 MiB budget, prints only
-    python benchmarks/largest_batch.py --quick --sides iresflow  # the test's run
+    python benchmarks/largest_batch.py --quick --rows iresflow/neumann  # the test's run
+    python benchmarks/largest_batch.py --rows "iresflow/neumann, nn.scan"  # one row; the others kept
 """
 
 from __future__ import annotations
@@ -43,6 +47,10 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUDGET_BYTES = 24 * 2**30
 GRADIENTS = ("neumann", "backprop")
+# Row name -> (side, gradient, iresflow's unroll_blocks: None is the backend's default, unrolled on CPU).
+ROWS = {"iresflow/neumann": ("iresflow", "neumann", None), "normflows/neumann": ("normflows", "neumann", None),
+        "iresflow/backprop": ("iresflow", "backprop", None), "normflows/backprop": ("normflows", "backprop", None),
+        "iresflow/neumann, nn.scan": ("iresflow", "neumann", False)}
 MiB = 2**20
 
 
@@ -54,7 +62,7 @@ def model_settings(quick: bool) -> dict:
 
 
 # ------------------------------------------------------------------------------------------- iresflow
-def iresflow_step_bytes(gradient: str, quick: bool):
+def iresflow_step_bytes(gradient: str, quick: bool, unroll_blocks: bool | None = None):
   """``bytes(batch)``: the compiled train step's memory at ``batch`` (XLA memory analysis), and the parameter count."""
   import jax
 
@@ -68,6 +76,7 @@ def iresflow_step_bytes(gradient: str, quick: bool):
   config.model.residual.hidden = settings["hidden"]
   config.model.residual.activation = "lipswish"
   config.estimator.gradient = gradient
+  config.model.unroll_blocks = unroll_blocks  # None: the backend's default (unrolled on CPU)
   data = TrainingData.synthetic((28, 28, 1), 256, 8)
   model = build_model(config, data.data_shape, data.num_classes)
   task = make_task(config, model, data)
@@ -89,10 +98,11 @@ def iresflow_step_bytes(gradient: str, quick: bool):
   return step_bytes, int(sum(leaf.size for leaf in jax.tree.leaves(variables["params"])))
 
 
-def iresflow_row(gradient: str, batches: list[int], budget: int, quick: bool) -> dict:
+def iresflow_row(gradient: str, batches: list[int], budget: int, quick: bool, unroll_blocks: bool | None = None
+                 ) -> dict:
   """Bytes at ``batches``, the line's largest batch, then compiled checks: while the compiled step at the
   candidate exceeds ``budget``, the candidate shrinks by the overshoot (a few compiles, no run)."""
-  step_bytes, n_params = iresflow_step_bytes(gradient, quick)
+  step_bytes, n_params = iresflow_step_bytes(gradient, quick, unroll_blocks)
   measured = {batch: step_bytes(batch) for batch in batches}
   row = {"n_params": n_params, "bytes": measured, **largest_batch(measured, budget)}
   candidate, checks = row["largest_batch"], {}
@@ -148,7 +158,7 @@ def normflows_child(gradient: str, batch: int, quick: bool) -> int:
   return meter.peak - before
 
 
-def normflows_row(gradient: str, batches: list[int], budget: int, quick: bool) -> dict:
+def normflows_row(gradient: str, batches: list[int], budget: int, quick: bool, unroll_blocks=None) -> dict:
   env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0"}
   found = {}
   for batch in batches:
@@ -176,7 +186,8 @@ def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--quick", action="store_true")
   parser.add_argument("--output-dir", default=None, help="default: docs/ (--quick: print only)")
-  parser.add_argument("--sides", nargs="+", default=["iresflow", "normflows"], choices=["iresflow", "normflows"])
+  parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS),
+                      help="rows to measure; the others are kept from the JSON file in the output folder")
   parser.add_argument("--normflows-child", nargs=2, metavar=("GRADIENT", "BATCH"), help=argparse.SUPPRESS)
   args = parser.parse_args()
   if args.normflows_child:
@@ -184,36 +195,43 @@ def main() -> None:
     return
   budget = 16 * MiB if args.quick else BUDGET_BYTES
   batches = [4, 8] if args.quick else [16, 64]
-  sides = tuple(args.sides)
-  if "normflows" in sides:
+  rows = args.rows
+  if any(ROWS[name][0] == "normflows" for name in rows):
     try:
       import normflows  # noqa: F401
       import torch  # noqa: F401
     except ImportError as error:
-      print(f"normflows side skipped: {error} (pip install 'iresflow[bench]')")
-      sides = ("iresflow",)
+      print(f"normflows rows skipped: {error} (pip install 'iresflow[bench]')")
+      rows = [name for name in rows if ROWS[name][0] == "iresflow"]
 
   import jax
 
+  output_dir = args.output_dir or (None if args.quick else os.path.join(ROOT, "docs"))
+  path = os.path.join(output_dir, "largest_batch.json") if output_dir else None
   results = {"backend": jax.default_backend(), "budget_bytes": budget, "model": model_settings(args.quick),
              "measured_batches": batches, "rows": {}}
-  gradients = GRADIENTS[:1] if args.quick else GRADIENTS
-  for gradient in gradients:
-    for side in sides:
-      measure = iresflow_row if side == "iresflow" else normflows_row
-      results["rows"][f"{side}/{gradient}"] = measure(gradient, batches, budget, args.quick)
+  if path and os.path.exists(path):
+    with open(path) as f:
+      kept = json.load(f)
+    if {k: kept.get(k) for k in ("budget_bytes", "model", "measured_batches")} == json.loads(json.dumps(
+        {k: results[k] for k in ("budget_bytes", "model", "measured_batches")})):
+      results["rows"] = {name: row for name, row in kept["rows"].items() if name in ROWS}
+  for name in rows:
+    side, gradient, unroll_blocks = ROWS[name]
+    measure = iresflow_row if side == "iresflow" else normflows_row
+    results["rows"][name] = measure(gradient, batches, budget, args.quick, unroll_blocks)
+  results["rows"] = {name: results["rows"][name] for name in ROWS if name in results["rows"]}
 
-  for gradient in gradients:
-    if "normflows" in sides:
-      ours, theirs = results["rows"][f"iresflow/{gradient}"], results["rows"][f"normflows/{gradient}"]
+  for gradient in GRADIENTS:
+    ours, theirs = results["rows"].get(f"iresflow/{gradient}"), results["rows"].get(f"normflows/{gradient}")
+    if ours and theirs:
       results[f"ratio_{gradient}"] = (ours["largest_batch_checked"] or ours["largest_batch"]) / theirs["largest_batch"]
   results = json.loads(json.dumps(results))  # batch sizes as keys become strings, as in the file
   text = report(results)
   print(text)
-  output_dir = args.output_dir or (None if args.quick else os.path.join(ROOT, "docs"))
   if output_dir:
     os.makedirs(output_dir, exist_ok=True)
-    with open(os.path.join(output_dir, "largest_batch.json"), "w") as f:
+    with open(path, "w") as f:
       json.dump(results, f, indent=2)
     with open(os.path.join(output_dir, "largest_batch.md"), "w") as f:
       f.write(text)

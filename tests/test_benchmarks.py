@@ -15,7 +15,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
     ("compile_time.py", ["| blocks | compile (s) |", "| 4 |"]),
     ("memory.py", ["| neumann | yes (default) |", "| 4 terms (MiB) |"]),
     ("full_size_step.py", ["digits_flow nn.scan: ", " parameters, trace ", ", compile ", "images/s) on cpu"]),
-    ("largest_batch.py --sides iresflow", ["| iresflow/neumann |", "largest batch in"]),
+    ("largest_batch.py --rows iresflow/neumann", ["| iresflow/neumann |", "largest batch in"]),
 ])
 def test_benchmark_quick_mode(script, expected):
   script, *options = script.split()
