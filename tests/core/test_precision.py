@@ -7,6 +7,7 @@ the tests read the precision that each traced matmul and convolution carries in 
 
 import collections
 import dataclasses
+import functools
 import re
 
 import jax
@@ -162,7 +163,7 @@ def test_training_step_runs_g_and_series_by_the_policy_and_norm_estimates_at_hig
   assert set(evaluated) == {("HIGHEST", "f32")}, evaluated
 
 
-@pytest.mark.parametrize("estimator", [PowerSeries(n_terms=10, n_probes=8), Roulette(n_exact_terms=4, n_probes=8)],
+@pytest.mark.parametrize("estimator", [PowerSeries(n_terms=4, n_probes=2), Roulette(n_exact_terms=2, n_probes=2)],
                          ids=["series", "roulette"])
 def test_bfloat16_compute_matches_float32_to_bfloat16_resolution(estimator):
   """``compute_dtype='bfloat16'``: same probes (drawn in float32, rounded), log p and g(x) in float32,
@@ -171,20 +172,24 @@ def test_bfloat16_compute_matches_float32_to_bfloat16_resolution(estimator):
   half = dataclasses.replace(estimator, compute_dtype="bfloat16")
   key = jax.random.key(2)
 
-  def log_prob(params, estimator):
-    return model.apply({**variables, "params": params}, x, estimator=estimator, rngs={"logdet": key})
+  @functools.partial(jax.jit, static_argnums=1)
+  def log_prob_and_gradient(params, estimator):
+    """Per-example log p, and the gradient of its mean: one compiled program per estimator."""
+    def mean_log_prob(params):
+      values = model.apply({**variables, "params": params}, x, estimator=estimator, rngs={"logdet": key})
+      return jnp.mean(values), values
+    (_, values), gradient = jax.value_and_grad(mean_log_prob, has_aux=True)(params)
+    return values, gradient
 
-  full_value, half_value = log_prob(variables["params"], estimator), log_prob(variables["params"], half)
+  (full_value, full_grad), (half_value, half_grad) = (log_prob_and_gradient(variables["params"], e)
+                                                      for e in (estimator, half))
   assert half_value.dtype == jnp.float32
   # bfloat16 keeps 8 bits of mantissa: agreement to a few units of its resolution, relative to |log p|.
   scale = float(jnp.max(jnp.abs(full_value)))
   np.testing.assert_allclose(half_value, full_value, atol=4 * float(jnp.finfo(jnp.bfloat16).eps) * scale)
-
-  full_grad, half_grad = (jax.grad(lambda p, e=e: jnp.mean(log_prob(p, e)))(variables["params"])
-                          for e in (estimator, half))
   assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(half_grad))
   difference = optax.tree.norm(jax.tree.map(jnp.subtract, full_grad, half_grad))
-  assert float(difference) < 0.1 * float(optax.tree.norm(full_grad))  # 0.04 measured for the series
+  assert float(difference) < 0.1 * float(optax.tree.norm(full_grad))  # a few percent: sums of bfloat16 products
 
 
 def test_compute_dtype_is_stored_by_name():
