@@ -25,27 +25,26 @@ from iresflow.train.steps import make_eval_step, make_train_step
 from tests import helpers
 
 
-def _precisions(lowered_text: str) -> list[str]:
-  """The precision of every dot_general and convolution in a StableHLO module, in order."""
+def _matmul_settings(lowered_text: str) -> list[tuple[str, str]]:
+  """``(precision, operand dtype)`` of every dot_general and convolution in a StableHLO module, in order."""
   found = []
-  for line in lowered_text.splitlines():
-    if "stablehlo.dot_general" in line:
-      found.append(re.search(r"precision = \[(\w+), \w+\]", line).group(1))
-    elif "stablehlo.convolution" in line:
-      found.append(re.search(r"#stablehlo<precision (\w+)>", line).group(1))
-  return found
-
-
-def _precisions_and_dtypes(lowered_text: str) -> collections.Counter:
-  """How many dot_generals and convolutions of a StableHLO module run at each (precision, operand dtype)."""
-  found = collections.Counter()
   for line in lowered_text.splitlines():
     if "stablehlo.dot_general" in line or "stablehlo.convolution" in line:
       setting = re.search(r"precision = \[(\w+), \w+\]|#stablehlo<precision (\w+)>", line)
       dtypes = set(re.findall(r"tensor<[^>]*x(bf16|f16|f32)>", line))
       assert len(dtypes) == 1, line  # no mixed-dtype matmuls
-      found[(setting.group(1) or setting.group(2), dtypes.pop())] += 1
+      found.append((setting.group(1) or setting.group(2), dtypes.pop()))
   return found
+
+
+def _precisions(lowered_text: str) -> list[str]:
+  """The precision of every dot_general and convolution in a StableHLO module, in order."""
+  return [precision for precision, _ in _matmul_settings(lowered_text)]
+
+
+def _precisions_and_dtypes(lowered_text: str) -> collections.Counter:
+  """How many dot_generals and convolutions of a StableHLO module run at each (precision, operand dtype)."""
+  return collections.Counter(_matmul_settings(lowered_text))
 
 
 def _mlp_and_input():
