@@ -66,9 +66,8 @@ def iresflow_step_bytes(gradient: str, quick: bool, unroll_blocks: bool | None =
   """``bytes(batch)``: the compiled train step's memory at ``batch`` (XLA memory analysis), and the parameter count."""
   import jax
 
-  from iresflow.train import TrainingData, TrainState, build_model, create_optimizer, load_config
-  from iresflow.train.setup import make_task
-  from iresflow.train.steps import Divergence, make_train_step, stop_at_first_non_finite
+  from iresflow.train import TrainingData, load_config, setup_training
+  from iresflow.train.steps import Divergence
 
   settings = model_settings(quick)
   config = load_config(os.path.join(ROOT, "experiments", "configs", "mnist_flow.py"))
@@ -77,15 +76,10 @@ def iresflow_step_bytes(gradient: str, quick: bool, unroll_blocks: bool | None =
   config.model.residual.activation = "lipswish"
   config.estimator.gradient = gradient
   config.model.unroll_blocks = unroll_blocks  # None: the backend's default (unrolled on CPU)
-  data = TrainingData.synthetic((28, 28, 1), 256, 8)
-  model = build_model(config, data.data_shape, data.num_classes)
-  task = make_task(config, model, data)
-  optimizer = create_optimizer(config.optimizer, config.learning_rate, num_steps=config.num_steps,
-                               warmup_steps=config.warmup_steps, grad_clip=config.grad_clip)
-  variables = jax.jit(task.init_variables)(jax.random.key(0), (data.train,))
-  state = TrainState.create(variables, optimizer)
-  step = jax.jit(stop_at_first_non_finite(make_train_step(task, optimizer, config.ema_decay, jax.random.key(1))),
-                 donate_argnums=0)
+  config.batch_size = 8  # of the initialisation only; the step is compiled for each batch size below
+  # The trainer's own jitted step (experiments/train.py), on synthetic data (memory does not depend on pixels).
+  training = setup_training(config, data=TrainingData.synthetic((28, 28, 1), 256, config.batch_size))
+  step, state = training.train_step, training.state
 
   def step_bytes(batch: int) -> int:
     images = jax.ShapeDtypeStruct((batch, 28, 28, 1), np.uint8)
@@ -95,7 +89,7 @@ def iresflow_step_bytes(gradient: str, quick: bool, unroll_blocks: bool | None =
     print(f"  iresflow {gradient}, batch {batch}: {found / MiB:.1f} MiB", flush=True)
     return found
 
-  return step_bytes, int(sum(leaf.size for leaf in jax.tree.leaves(variables["params"])))
+  return step_bytes, int(sum(leaf.size for leaf in jax.tree.leaves(state.params)))
 
 
 def iresflow_row(gradient: str, batches: list[int], budget: int, quick: bool, unroll_blocks: bool | None = None
