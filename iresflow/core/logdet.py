@@ -533,10 +533,22 @@ def exact_logdet(g: ResidualFn, x: jax.typing.ArrayLike, *, precision: str | Non
   jacobians = residual_jacobians(g, x)
   jacobians = jacobians.astype(accumulation_dtype(jacobians.dtype))  # no slogdet in bfloat16
   eye = jnp.eye(jacobians.shape[-1], dtype=jacobians.dtype)
-  _, logdet = jnp.linalg.slogdet(eye + jacobians)
+  logdet = _log_abs_det_each(eye + jacobians)
   if transform == "cayley":
-    logdet = jnp.linalg.slogdet(eye - jacobians)[1] - logdet
+    logdet = _log_abs_det_each(eye - jacobians) - logdet
   return g(jnp.asarray(x)), logdet
+
+
+def _log_abs_det_each(matrices: jax.Array) -> jax.Array:
+  """``ln |det|`` of each matrix of ``(batch, d, d)``, one LU decomposition after the other.
+
+  Not one batched ``slogdet``: on XLA:CPU, jaxlib (0.10) splits a batched LU decomposition into tasks
+  on the intra-op thread pool and blocks its pool thread until they are done. When as many batched
+  decompositions run at once as the pool has threads (two blocks' log-dets of one flow on a 2-core
+  machine), every thread waits for tasks that no thread is left to run, and the program hangs. A
+  single matrix's decomposition runs in its calling thread.
+  """
+  return jax.lax.map(lambda matrix: jnp.linalg.slogdet(matrix)[1], matrices)
 
 
 def logdet_bounds(lipschitz: float | Sequence[float], dim: int, *, transform: str = "residual"

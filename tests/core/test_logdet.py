@@ -63,6 +63,20 @@ def test_exact_logdet_matches_slogdet_of_the_whole_map():
     assert float(value[i]) == pytest.approx(expected, abs=1e-4)
 
 
+@pytest.mark.parametrize("transform", ["residual", "cayley"])
+def test_exact_logdet_runs_lapack_on_one_matrix_at_a_time(transform):
+  """On XLA:CPU a batched LAPACK call (``num_batch_dims`` > 0) waits on the intra-op thread pool from
+  one of its threads; two such calls at once on a 2-thread pool hung this suite. ``exact_logdet``'s
+  value and gradient programs call LAPACK on single matrices only (a loop over examples)."""
+  g, x = _problem("dense", 0.5)
+  value = lambda x: logdet.exact_logdet(g, x, transform=transform)[1]
+  for fn in (value, jax.grad(lambda x: value(x).sum())):
+    calls = [line for line in jax.jit(fn).lower(x).as_text().splitlines() if "custom_call @lapack_" in line]
+    assert calls, "no LAPACK call found: the check below would pass vacuously"
+    for line in calls:
+      assert 'num_batch_dims = "0"' in line, line[:200]
+
+
 def test_truncation_error_shrinks_as_theorem_3_says():
   g, x = _problem("dense", 0.9, seed=7)
   _, exact = logdet.exact_logdet(g, x)

@@ -72,7 +72,7 @@ def _brute_force_log_prob(model, variables, x):
   dim = math.prod(x.shape[1:])
   forward = lambda v: model.apply(variables, v[None], method=model.forward)[0]
   jacobians = jax.jit(jax.vmap(jax.jacfwd(forward)))(x).reshape(x.shape[0], dim, dim)
-  sign, logdet = jnp.linalg.slogdet(jacobians)
+  sign, logdet = np.linalg.slogdet(np.asarray(jacobians, np.float64))
   assert bool(jnp.all(sign > 0))  # Lemma 6, for the whole composition
   z = jax.vmap(forward)(x)
   return model.apply(variables, z, method=model.prior_log_prob) + logdet
