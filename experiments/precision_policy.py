@@ -29,12 +29,10 @@ import time
 import jax
 import numpy as np
 
-import iresflow
 from iresflow.train import load_config, sharding
-from iresflow.train.evaluation import map_batches
 from iresflow.train.setup import setup_training
-from iresflow.train.steps import Divergence, make_eval_step
-from iresflow.train.workdir import evaluation_variables
+from iresflow.train.steps import Divergence
+from iresflow.train.trainer import metrics_on_test_set
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 POLICIES = {"float32": None, "bfloat16": "bfloat16"}
@@ -67,12 +65,9 @@ def train_and_test(config) -> dict:
   seconds = time.perf_counter() - start
   if int(divergence.step) >= 0:
     raise RuntimeError(f"{config.estimator.compute_dtype}: step {int(divergence.step)} was not finite")
-  variables = evaluation_variables(training.model, state.ema_params, state.spectral, config.eval_refresh_iterations)
-  certificate = iresflow.certify(training.model, variables)
-  eval_step = make_eval_step(training.task, training.keys["eval"])
-  per_example = map_batches(eval_step, variables, (training.data.test,), config.eval_batch_size, training.mesh)
-  bits = np.asarray(per_example["loss"], np.float64)
-  return {"test_bits_per_dim": float(bits.mean()), "standard_error": float(bits.std(ddof=1) / math.sqrt(len(bits))),
+  results, _, certificate = metrics_on_test_set(training, state)
+  return {"test_bits_per_dim": results["test_bits_per_dim"],
+          "standard_error": results["test_bits_per_dim_standard_error"],
           "certified": bool(certificate.certified), "max_lipschitz_bound": float(certificate.max_lipschitz_bound),
           "ms_per_step": 1000 * seconds / max(config.num_steps - 1, 1), "training_estimator":
           training.task.estimator.describe(), "test_estimator": training.task.eval_estimator.describe()}

@@ -116,9 +116,13 @@ class DensityTask:
 
   def summarize(self, per_example: dict[str, np.ndarray], labels: np.ndarray | None,
                 lipschitz_bounds: list[float]) -> dict:
-    """The test results: the metric, the estimator that computed it, and its bias bound if it has one."""
+    """The test results: the metric (mean over examples) with its standard error, the estimator that computed
+    it, and its bias bound if it has one."""
     del labels
-    results = {f"test_{self.preprocessing.metric}": float(np.mean(per_example["loss"])),
+    loss = np.asarray(per_example["loss"], np.float64)
+    metric = f"test_{self.preprocessing.metric}"
+    results = {metric: float(loss.mean()),
+               f"{metric}_standard_error": float(loss.std(ddof=1) / math.sqrt(len(loss))) if len(loss) > 1 else None,
                "estimator": self.eval_estimator.describe()}
     if isinstance(self.eval_estimator, PowerSeries):
       # Theorem 3 with each block's certified Lip(g), each block's dimension at most D.
