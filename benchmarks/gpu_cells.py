@@ -125,11 +125,13 @@ def main() -> None:
     raise SystemExit(f"section: expected one of {sorted(SECTIONS)}, got {section!r}")
   os.makedirs(out, exist_ok=True)
   import jax
+
+  from iresflow.train.workdir import json_ready
   result = {"device": jax.devices()[0].device_kind, "jax": jax.__version__, section: {}}
   for key, value in SECTIONS[section]():  # written after every cell: a time limit keeps what finished
     result[section][key] = value
     with open(os.path.join(out, f"{section}.json"), "w") as f:
-      json.dump(result, f, indent=1)
+      json.dump(json_ready(result), f, indent=1, allow_nan=False)
 
 
 if __name__ == "__main__":

@@ -620,8 +620,10 @@ def main() -> None:
   stem = "vs_normflows" + ("_gpu" if backend == "GPU" else "")
   with open(os.path.join(args.output_dir, f"{stem}.md"), "w") as f:
     f.write(text + f"\n![iresflow vs normflows]({stem}.png)\n")
+  from iresflow.train.workdir import json_ready
+
   with open(os.path.join(args.output_dir, f"{stem}.json"), "w") as f:
-    json.dump(results, f, indent=1)
+    json.dump(json_ready(results), f, indent=1, allow_nan=False)  # iterations normflows does not report: null
   plot(results, os.path.join(args.output_dir, f"{stem}.png"))
 
 

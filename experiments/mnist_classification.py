@@ -38,6 +38,7 @@ from iresflow.data import load_image_dataset
 from iresflow.nn import INVERSE_INFO, FixedPointSolver, inverse_info
 from iresflow.train import load_config, load_variables, train_and_evaluate
 from iresflow.train.tasks import ClassificationTask
+from iresflow.train.workdir import json_ready
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -146,7 +147,7 @@ def main() -> None:
   with open(os.path.join(args.output_dir, "mnist_classification.md"), "w") as f:
     f.write(table + "\n")
   with open(os.path.join(args.output_dir, "mnist_classification.json"), "w") as f:
-    json.dump(runs, f, indent=1, default=float)
+    json.dump(json_ready(runs), f, indent=1, allow_nan=False)  # a diverged inverse's error: null
 
 
 if __name__ == "__main__":

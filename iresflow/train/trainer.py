@@ -33,7 +33,7 @@ from iresflow.train.builders import make_solver
 from iresflow.train.checkpoint import Checkpointer
 from iresflow.train.setup import Training, check_config, setup_training
 from iresflow.train.steps import Divergence, make_eval_step
-from iresflow.train.workdir import CHECKPOINTS, evaluation_variables, write_model_spec
+from iresflow.train.workdir import CHECKPOINTS, evaluation_variables, json_ready, write_model_spec
 
 
 class TrainingDivergedError(RuntimeError):
@@ -93,7 +93,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       {"step": int(state.step), "split": "test", **{k: v for k, v in results.items() if isinstance(v, (int, float))}})
   if _is_writer():
     with open(os.path.join(workdir, "results.json"), "w") as f:
-      json.dump(results, f, indent=2)
+      json.dump(json_ready(results), f, indent=2, allow_nan=False)
   return results
 
 

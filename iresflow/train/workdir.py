@@ -35,6 +35,25 @@ def write_model_spec(workdir: str, config, data_shape: tuple[int, ...], num_clas
     json.dump(spec, f, indent=2)
 
 
+def json_ready(value):
+  """``value`` for strict JSON (``json.dump(..., allow_nan=False)``): non-finite floats become None
+  (``null``; e.g. the error of an inverse that diverged), numpy scalars and arrays Python numbers and
+  lists, tuples lists; dicts and lists are converted recursively."""
+  if isinstance(value, dict):
+    return {key: json_ready(item) for key, item in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [json_ready(item) for item in value]
+  if isinstance(value, (np.ndarray, jax.Array)):
+    return json_ready(np.asarray(value).tolist())
+  if isinstance(value, (bool, np.bool_)):
+    return bool(value)
+  if isinstance(value, (int, np.integer)):
+    return int(value)
+  if isinstance(value, (float, np.floating)):
+    return float(value) if np.isfinite(value) else None
+  return value
+
+
 def read_model_spec(workdir: str) -> dict:
   path = os.path.join(workdir, MODEL_SPEC)
   if not os.path.exists(path):

@@ -55,9 +55,21 @@ def test_density_run_writes_metrics_results_certificate_and_figures(density_run)
   assert results["reconstruction_max_abs_error"] < 1e-4
   assert "exact log-det" in results["estimator"]
   assert 0 < results["test_bits_per_dim"] < 8
+  assert 0 < results["test_bits_per_dim_standard_error"] < results["test_bits_per_dim"] / 4  # 32 test images
   records = _read_jsonl(tmp_path / "metrics.jsonl")
   assert [r["step"] for r in records if r["split"] == "train"] == [2, 4, 6]
   assert all(np.isfinite(r["loss"]) for r in records if r["split"] == "train")
+
+
+def test_results_are_written_as_strict_json():
+  """results.json and the experiments' JSON hold null where a number is not finite (a diverged inverse)."""
+  from iresflow.train.workdir import json_ready
+
+  value = {"error": float("nan"), "bound": np.float32(0.5), "steps": np.int64(3), "certified": np.bool_(True),
+           "per_example": np.array([1.0, np.inf]), "shape": (7, 7), "name": "resnet"}
+  assert json.loads(json.dumps(json_ready(value), allow_nan=False)) == {
+      "error": None, "bound": 0.5, "steps": 3, "certified": True, "per_example": [1.0, None], "shape": [7, 7],
+      "name": "resnet"}
 
 
 def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
