@@ -29,10 +29,8 @@ import time
 import jax
 import numpy as np
 
-from iresflow.train import load_config, sharding
-from iresflow.train.setup import setup_training
+from iresflow.train import load_config, metrics_on_test_set, setup_training, sharding
 from iresflow.train.steps import Divergence
-from iresflow.train.trainer import metrics_on_test_set
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 POLICIES = {"float32": None, "bfloat16": "bfloat16"}

@@ -13,7 +13,7 @@ _EXPORTS = {
     "default_config": "config", "load_config": "config",
     "Training": "setup", "TrainingData": "setup", "setup_training": "setup",
     "TrainState": "state", "create_optimizer": "state",
-    "TrainingDivergedError": "trainer", "train_and_evaluate": "trainer",
+    "TrainingDivergedError": "trainer", "metrics_on_test_set": "trainer", "train_and_evaluate": "trainer",
     "evaluation_variables": "workdir", "load_variables": "workdir",
 }
 __all__ = sorted(_EXPORTS)
