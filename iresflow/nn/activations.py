@@ -19,21 +19,67 @@ gradient flow. :func:`cpila_lipschitz_constant` computes its constant and :func:
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.custom_derivatives import SymbolicZero
 
 
 def lipswish(x: jax.Array, beta: jax.typing.ArrayLike = 1.0) -> jax.Array:
   """LipSwish ``x * sigmoid(beta * x) / 1.1`` (Chen et al. 2019); 1-Lipschitz for ``beta >= 0``.
 
-  Computed in ``x``'s dtype (``beta`` is cast to it).
+  Computed in ``x``'s dtype (``beta`` is cast to it). Differentiated by its closed-form derivatives
+  (:func:`_lipswish_jvp`), so a linearisation keeps one array of ``x``'s shape, the slope, where
+  automatic differentiation of the formula keeps three (the sigmoid, ``x`` and ``beta`` broadcast
+  to ``x``'s shape): the power series applies the same linearisation once per term.
   """
   x = jnp.asarray(x)
-  return x * jax.nn.sigmoid(jnp.asarray(beta, x.dtype) * x) / jnp.asarray(1.1, x.dtype)
+  return _lipswish(x, jnp.asarray(beta, x.dtype))
+
+
+@jax.custom_jvp
+def _lipswish(x: jax.Array, beta: jax.Array) -> jax.Array:
+  return x * jax.nn.sigmoid(beta * x) / jnp.asarray(1.1, x.dtype)
+
+
+@functools.partial(_lipswish.defjvp, symbolic_zeros=True)
+def _lipswish_jvp(primals, tangents):
+  """``d/dx = (s + beta x s (1 - s)) / 1.1`` and ``d/dbeta = x^2 s (1 - s) / 1.1`` with ``s = sigmoid(beta x)``."""
+  x, beta = primals
+  x_dot, beta_dot = tangents
+  s = jax.nn.sigmoid(beta * x)
+  s_slope = s * (1 - s)
+  scale = jnp.asarray(1 / 1.1, x.dtype)
+  y = x * s * scale
+  y_dot = jnp.zeros_like(y)
+  if not isinstance(x_dot, SymbolicZero):
+    y_dot = (s + beta * x * s_slope) * scale * x_dot
+  if not isinstance(beta_dot, SymbolicZero):
+    y_dot = y_dot + x * x * s_slope * scale * beta_dot
+  return y, y_dot
+
+
+@jax.custom_jvp
+def elu(x: jax.Array) -> jax.Array:
+  """ELU ``x`` for ``x > 0``, ``exp(x) - 1`` otherwise; 1-Lipschitz, with a continuous derivative.
+
+  Differentiated by its closed-form derivative (``1``, or ``exp(x)``): a linearisation keeps one array
+  of ``x``'s shape, where ``jax.nn.elu``'s keeps two and two masks.
+  """
+  x = jnp.asarray(x)
+  return jnp.where(x > 0, x, jnp.expm1(jnp.where(x > 0, jnp.zeros_like(x), x)))
+
+
+@elu.defjvp
+def _elu_jvp(primals, tangents):
+  (x,), (x_dot,) = primals, tangents
+  negative_part = jnp.where(x > 0, jnp.zeros_like(x), x)  # no overflow in exp for large x
+  slope = jnp.where(x > 0, jnp.ones_like(x), jnp.exp(negative_part))
+  return elu(x), slope * x_dot
 
 
 def _round_up_to_float32(value: float) -> float:
@@ -161,7 +207,7 @@ def cpila(x: jax.Array) -> jax.Array:
 
 
 ACTIVATIONS = {
-    "elu": jax.nn.elu,
+    "elu": elu,
     "softplus": jax.nn.softplus,
     "lipswish": lipswish,
     "clipswish": clipswish,
