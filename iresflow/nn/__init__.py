@@ -13,7 +13,7 @@ Every invertible piece (``ActNorm``, ``Squeeze``, ``IResNetBlock``, ``MonotoneBl
 from iresflow.core.estimators import ExactLogDet, PowerSeries, Roulette
 from iresflow.core.fixed_point import FixedPointInfo, FixedPointSolver
 from iresflow.nn.actnorm import ActNorm
-from iresflow.nn.activations import ACTIVATIONS, LIPSCHITZ_CONSTANTS, clipswish, cpila, elu, lipswish, pila
+from iresflow.nn.activations import ACTIVATIONS, LIPSCHITZ_CONSTANTS, clipswish, cpila, lipswish, pila
 from iresflow.nn.block import INVERSE_INFO, ContractiveBlock, IResNetBlock, inverse_info
 from iresflow.nn.monotone import MonotoneBlock
 from iresflow.nn.reshape import Squeeze, injective_pad, squeeze, unsqueeze
@@ -25,6 +25,6 @@ __all__ = [
     "ACTIVATIONS", "ActNorm", "BLOCK_TYPES", "BlockView", "ContractiveBlock", "ContractiveResidual", "ExactLogDet",
     "FixedPointInfo", "FixedPointSolver", "FlowStep", "INVERSE_INFO", "IResNetBlock", "LIPSCHITZ_CONSTANTS",
     "LipschitzConstraint", "MonotoneBlock", "NormalizedWeights", "PowerSeries", "ResidualSpec", "Roulette",
-    "SpectralConv", "SpectralDense", "Squeeze", "clipswish", "cpila", "elu", "injective_pad", "inverse_info",
+    "SpectralConv", "SpectralDense", "Squeeze", "clipswish", "cpila", "injective_pad", "inverse_info",
     "lipswish", "pila", "squeeze", "unsqueeze",
 ]

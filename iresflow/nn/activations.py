@@ -32,10 +32,11 @@ from jax.custom_derivatives import SymbolicZero
 def lipswish(x: jax.Array, beta: jax.typing.ArrayLike = 1.0) -> jax.Array:
   """LipSwish ``x * sigmoid(beta * x) / 1.1`` (Chen et al. 2019); 1-Lipschitz for ``beta >= 0``.
 
-  Computed in ``x``'s dtype (``beta`` is cast to it). Differentiated by its closed-form derivatives
-  (:func:`_lipswish_jvp`), so a linearisation keeps one array of ``x``'s shape, the slope, where
-  automatic differentiation of the formula keeps three (the sigmoid, ``x`` and ``beta`` broadcast
-  to ``x``'s shape): the power series applies the same linearisation once per term.
+  Computed in ``x``'s dtype (``beta`` is cast to it). Differentiated by closed-form derivatives: the
+  slope, and the slope's own derivative for second derivatives (backprop through the series'
+  vector-Jacobian products, the Neumann gradient). A linearisation keeps one array of ``x``'s shape,
+  the slope, where automatic differentiation of the formula keeps three (the sigmoid, ``x`` and
+  ``beta`` broadcast to ``x``'s shape); the power series applies the same linearisation once per term.
   """
   x = jnp.asarray(x)
   return _lipswish(x, jnp.asarray(beta, x.dtype))
@@ -51,35 +52,39 @@ def _lipswish_jvp(primals, tangents):
   """``d/dx = (s + beta x s (1 - s)) / 1.1`` and ``d/dbeta = x^2 s (1 - s) / 1.1`` with ``s = sigmoid(beta x)``."""
   x, beta = primals
   x_dot, beta_dot = tangents
-  s = jax.nn.sigmoid(beta * x)
-  s_slope = s * (1 - s)
-  scale = jnp.asarray(1 / 1.1, x.dtype)
-  y = x * s * scale
+  y = _lipswish(x, beta)
   y_dot = jnp.zeros_like(y)
   if not isinstance(x_dot, SymbolicZero):
-    y_dot = (s + beta * x * s_slope) * scale * x_dot
+    y_dot = _lipswish_slope(x, beta) * x_dot
   if not isinstance(beta_dot, SymbolicZero):
-    y_dot = y_dot + x * x * s_slope * scale * beta_dot
+    s = jax.nn.sigmoid(beta * x)
+    y_dot = y_dot + x * x * s * (1 - s) * jnp.asarray(1 / 1.1, x.dtype) * beta_dot
   return y, y_dot
 
 
 @jax.custom_jvp
-def elu(x: jax.Array) -> jax.Array:
-  """ELU ``x`` for ``x > 0``, ``exp(x) - 1`` otherwise; 1-Lipschitz, with a continuous derivative.
-
-  Differentiated by its closed-form derivative (``1``, or ``exp(x)``): a linearisation keeps one array
-  of ``x``'s shape, where ``jax.nn.elu``'s keeps two and two masks.
-  """
-  x = jnp.asarray(x)
-  return jnp.where(x > 0, x, jnp.expm1(jnp.where(x > 0, jnp.zeros_like(x), x)))
+def _lipswish_slope(x: jax.Array, beta: jax.Array) -> jax.Array:
+  """``d lipswish / dx = (s + t s (1 - s)) / 1.1`` with ``t = beta x``, ``s = sigmoid(t)``."""
+  s = jax.nn.sigmoid(beta * x)
+  return (s + beta * x * s * (1 - s)) / jnp.asarray(1.1, x.dtype)
 
 
-@elu.defjvp
-def _elu_jvp(primals, tangents):
-  (x,), (x_dot,) = primals, tangents
-  negative_part = jnp.where(x > 0, jnp.zeros_like(x), x)  # no overflow in exp for large x
-  slope = jnp.where(x > 0, jnp.ones_like(x), jnp.exp(negative_part))
-  return elu(x), slope * x_dot
+@functools.partial(_lipswish_slope.defjvp, symbolic_zeros=True)
+def _lipswish_slope_jvp(primals, tangents):
+  """The slope's own derivative, ``d/dt = s (1 - s) (2 + t (1 - 2 s)) / 1.1``, times ``beta`` (in x) or
+  ``x`` (in beta): backprop through the series' vector-Jacobian products keeps one array for it."""
+  x, beta = primals
+  x_dot, beta_dot = tangents
+  t = beta * x
+  s = jax.nn.sigmoid(t)
+  curvature = s * (1 - s) * (2 + t * (1 - 2 * s)) / jnp.asarray(1.1, x.dtype)
+  slope = (s + t * s * (1 - s)) / jnp.asarray(1.1, x.dtype)
+  slope_dot = jnp.zeros_like(slope)
+  if not isinstance(x_dot, SymbolicZero):
+    slope_dot = curvature * beta * x_dot
+  if not isinstance(beta_dot, SymbolicZero):
+    slope_dot = slope_dot + curvature * x * beta_dot
+  return slope, slope_dot
 
 
 def _round_up_to_float32(value: float) -> float:
@@ -207,7 +212,7 @@ def cpila(x: jax.Array) -> jax.Array:
 
 
 ACTIVATIONS = {
-    "elu": elu,
+    "elu": jax.nn.elu,
     "softplus": jax.nn.softplus,
     "lipswish": lipswish,
     "clipswish": clipswish,
