@@ -74,11 +74,6 @@ class _MetricsWriter:
         f.write(json.dumps(record) + "\n")
 
 
-def _to_python(metrics: dict) -> dict:
-  return {k: (float(v) if np.ndim(v) == 0 and not isinstance(v, (bool, np.bool_)) else v)
-          for k, v in jax.device_get(metrics).items()}
-
-
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Trains, checkpoints and evaluates; returns the evaluation results (also in results.json)."""
   check_config(config)
@@ -130,7 +125,7 @@ def _train(training: Training, workdir: str):
     if log or save or done % config.finite_check_every == 0 or done == config.num_steps:
       stop_if_diverged()
     if log:
-      record = _to_python(metrics)
+      record = json_ready(jax.device_get(metrics))
       record.pop("finite")
       record["steps_per_second"] = (done - tick_step) / max(time.time() - tick, 1e-9)
       tick, tick_step = time.time(), done
