@@ -36,27 +36,20 @@ QUICK = "--quick" in sys.argv
 
 def sampling():
   for workload in bench.workloads(quick=QUICK):
-    entry = {}
     variants = ["iresflow"] + (["iresflow-unrolled"] if workload.image else [])
-    for side_name in variants:
-      side = bench.trained_side(side_name, workload)
-      for precision in ("highest", None):
-        key = f"{side_name}/{precision or 'default'}"
-        entry[key] = bench.time_sampler(side, workload, 2, SAMPLING_REPEATS, precision)
-        entry[key]["median_ms"] = 1e3 * statistics.median(entry[key]["times"])
-        print(workload.name, key, entry[key]["median_ms"], entry[key]["mean_iterations"], entry[key]["converged"],
-              flush=True)
-    entry["normflows"] = bench.sample_times("normflows", workload, 2, SAMPLING_REPEATS)
-    entry["normflows"]["median_ms"] = 1e3 * statistics.median(entry["normflows"]["times"])
-    print(workload.name, "normflows", entry["normflows"]["median_ms"], flush=True)
+    precisions = {f"{side}/{precision or 'default'}": (side, precision)
+                  for side in variants for precision in ("highest", None)}
+    entry = bench.sample_cell(workload, 2, SAMPLING_REPEATS, {**precisions, "normflows": ("normflows", None)})
+    for key, cell in entry.items():
+      cell["median_ms"] = 1e3 * statistics.median(cell["times"])
+      print(workload.name, key, cell["median_ms"], cell["mean_iterations"], cell["converged"], flush=True)
     yield workload.name, entry
 
 
 def train_image():
   image = bench.workloads(quick=QUICK)[1]
   for gradient in ("backprop", "neumann"):
-    for side_name in bench.SIDES:
-      entry = bench.train_times(side_name, image, gradient, 3, 10)
+    for side_name, entry in bench.train_cell(image, gradient, 3, 10).items():
       entry["median_ms"] = 1e3 * statistics.median(entry["times"])
       print(gradient, side_name, entry["median_ms"], flush=True)
       yield f"{gradient}/{side_name}", entry

@@ -14,12 +14,12 @@ Adam, and 5 power iterations per layer per step for spectral normalisation (norm
 step). No ActNorm on either side. Measured:
 
 * training step (forward, log-det, gradient, Adam, spectral update): median and quartiles of timed
-  steps after warm-up, with backprop through the series and with the Neumann-series gradient
-  (normflows' ``reduce_memory=True``, which also does the backward pass inside the forward);
-  iresflow's jit compile time separately;
-* sampling: prior draw + fixed-point inverse of every block to ``max|x + g(x) - y| <= 1e-5`` on both
-  sides (normflows' own stopping rule compares the *squared* change with its tolerance, so it is
-  given ``atol = 1e-10``, which is the same rule), no log-det;
+  steps after warm-up, the sides timed in turns (one step of each per round), with backprop through
+  the series and with the Neumann-series gradient (normflows' ``reduce_memory=True``, which also does
+  the backward pass inside the forward); iresflow's jit compile time separately;
+* sampling (timed in turns too): prior draw + fixed-point inverse of every block to
+  ``max|x + g(x) - y| <= 1e-5`` on both sides (normflows' own stopping rule compares the *squared*
+  change with its tolerance, so it is given ``atol = 1e-10``, which is the same rule), no log-det;
 * peak memory of one training step with 2 and 20 series terms, each in a fresh process: on CPU the
   rise of the resident set during the step (sampled every millisecond; ``MALLOC_MMAP_THRESHOLD_``
   fixed so freed buffers return to the OS), on a GPU the allocators' peak counters;
@@ -88,10 +88,14 @@ def quartiles(times: list[float]) -> tuple[float, float, float]:
 
 # ------------------------------------------------------------------------------------------ iresflow
 class IresflowSide:
-  """The workload as an ``IResNetFlow`` with a pure, jitted train step."""
+  """The workload as an ``IResNetFlow`` with a pure, jitted train step.
+
+  ``unroll`` sets both loops (blocks and series terms); ``remat`` is ``PowerSeries``' (None, the
+  library's default: ``g`` recomputed in the backward pass with the Neumann gradient only).
+  """
 
   def __init__(self, workload: Workload, gradient: str, n_terms: int = N_TERMS, unroll: bool | None = False,
-               remat: bool = False):
+               remat: bool | None = None):
     import jax
     import jax.numpy as jnp
     import optax
@@ -254,25 +258,37 @@ def best_ours(entry: dict) -> str:
 
 
 # -------------------------------------------------------------------------------------- measurements
-def time_calls(fn, warmup: int, repeats: int) -> list[float]:
-  for i in range(warmup):
-    fn(i)
-  times = []
+def interleaved_times(calls: dict, warmup: int, repeats: int) -> dict[str, list[float]]:
+  """Seconds per call of each of ``calls`` (name -> ``fn(i)``), timed in turns.
+
+  Every callable is warmed up first; then each round calls every one once, so a slow drift of the
+  machine (frequency, other load) falls on all sides alike instead of on whichever ran last.
+  """
+  for name, fn in calls.items():
+    for i in range(warmup):
+      fn(i)
+  times = {name: [] for name in calls}
   for i in range(repeats):
-    start = time.perf_counter()
-    fn(warmup + i)
-    times.append(time.perf_counter() - start)
+    for name, fn in calls.items():
+      start = time.perf_counter()
+      fn(warmup + i)
+      times[name].append(time.perf_counter() - start)
   return times
 
 
-def train_times(side_name: str, workload: Workload, gradient: str, warmup: int, repeats: int) -> dict:
-  side = SIDES[side_name](workload, gradient)
-  result = {"params": side.n_params}
-  if side_name in OURS:
-    result["compile_s"] = side.compile_seconds()
-    result["flops"] = side.step_flops()
-  result["times"] = time_calls(side.step, warmup, repeats)
-  return result
+def train_cell(workload: Workload, gradient: str, warmup: int, repeats: int, side_names=tuple(SIDES)) -> dict:
+  """Training-step times of ``side_names`` on one workload and gradient, interleaved; iresflow's compile
+  time and the compiled step's FLOPs (XLA cost analysis) too."""
+  sides = {name: SIDES[name](workload, gradient) for name in side_names}
+  results = {name: {"params": side.n_params} for name, side in sides.items()}
+  for name, side in sides.items():
+    if name in OURS:
+      results[name]["compile_s"] = side.compile_seconds()
+      results[name]["flops"] = side.step_flops()
+  times = interleaved_times({name: side.step for name, side in sides.items()}, warmup, repeats)
+  for name in sides:
+    results[name]["times"] = times[name]
+  return results
 
 
 def trained_side(side_name: str, workload: Workload):
@@ -283,19 +299,26 @@ def trained_side(side_name: str, workload: Workload):
   return side
 
 
-def time_sampler(side, workload: Workload, warmup: int, repeats: int, precision: str | None = "highest") -> dict:
-  """Sampling times of ``side``; ``precision`` is iresflow's matmul precision in the inverse."""
-  sampler = side.make_sampler(workload.batch, precision) if isinstance(side, IresflowSide) else \
+def make_sampler(side, workload: Workload, precision: str | None = "highest"):
+  """``run(i) -> (mean iterations, converged)`` drawing a batch; ``precision``: iresflow's in the inverse."""
+  return side.make_sampler(workload.batch, precision) if isinstance(side, IresflowSide) else \
       side.make_sampler(workload.batch)
-  info = sampler(0)
-  times = time_calls(sampler, warmup, repeats)
-  return {"times": times, "mean_iterations": info[0], "converged": info[1], "n": workload.batch}
 
 
-def sample_times(side_name: str, workload: Workload, warmup: int, repeats: int,
-                 precision: str | None = "highest") -> dict:
-  """Sampling times of a freshly trained side (``precision``: iresflow's, ignored for normflows)."""
-  return time_sampler(trained_side(side_name, workload), workload, warmup, repeats, precision)
+def sample_cell(workload: Workload, warmup: int, repeats: int, precisions: dict | None = None) -> dict:
+  """Sampling times of freshly trained sides, interleaved.
+
+  Args:
+    precisions: result key -> (side name, iresflow's matmul precision in the inverse; ignored for
+      normflows). Default: every side of :data:`SIDES` at ``'highest'``, keyed by side name.
+  """
+  precisions = precisions or {name: (name, "highest") for name in SIDES}
+  sides = {name: trained_side(name, workload) for name in {side for side, _ in precisions.values()}}
+  samplers = {key: make_sampler(sides[side], workload, precision) for key, (side, precision) in precisions.items()}
+  infos = {key: sampler(0) for key, sampler in samplers.items()}
+  times = interleaved_times(samplers, warmup, repeats)
+  return {key: {"times": times[key], "mean_iterations": infos[key][0], "converged": infos[key][1], "n": workload.batch}
+          for key in samplers}
 
 
 class _PeakResident:
@@ -382,7 +405,7 @@ def matmul_flops_per_second(size: int, repeats: int = 10, precision: str | None 
   b = jax.random.normal(jax.random.key(1), (size, size), dtype)
   matmul = jax.jit(lambda a, b: jnp.dot(a, b, precision=precision))
   matmul(a, b).block_until_ready()
-  times = time_calls(lambda i: matmul(a, b).block_until_ready(), 1, repeats)
+  times = interleaved_times({"matmul": lambda i: matmul(a, b).block_until_ready()}, 1, repeats)["matmul"]
   return 2 * size**3 / statistics.median(times)
 
 
@@ -462,8 +485,9 @@ def report(results: dict, command: str) -> str:
       "(`unroll_blocks=False`, `PowerSeries(unroll=False)`; compile time flat in depth), or every block and term "
       "traced (`unroll_blocks=True`, `PowerSeries(unroll=True)`). The default (`None` for both) is the "
       f"**{'unrolled' if results['default_unroll'] else 'nn.scan'}** column on this backend "
-      "(`iresflow.core.loops`). With the Neumann gradient the default also recomputes `g` in the backward pass "
-      "(`PowerSeries(remat=None)`, see the memory table).", "",
+      "(`iresflow.core.loops`). Both columns keep `PowerSeries`' default `remat=None`, which recomputes `g` in "
+      "the backward pass with the Neumann gradient (see the memory table), so the default's column is the "
+      "default configuration itself. The sides are timed in turns, one step of each per round.", "",
       "| workload / gradient | parameters (ours / theirs) | iresflow nn.scan ms | iresflow unrolled ms | "
       "normflows ms | ratio (scan) | ratio (unrolled) | compile scan / unrolled (s) |",
       "|---|---|---:|---:|---:|---:|---:|---:|",
@@ -578,10 +602,10 @@ def main() -> None:
   for workload in by_name.values():
     for gradient in ("neumann",) if args.quick else ("backprop", "neumann"):
       name = f"{workload.name} / {gradient}"
-      results["train"][name] = {side: train_times(side, workload, gradient, warmup, repeats) for side in SIDES}
+      results["train"][name] = train_cell(workload, gradient, warmup, repeats)
       print("train", name, {s: round(1e3 * quartiles(r["times"])[1], 1) for s, r in results["train"][name].items()},
             flush=True)
-    results["sample"][workload.name] = {side: sample_times(side, workload, warmup, repeats) for side in SIDES}
+    results["sample"][workload.name] = sample_cell(workload, warmup, repeats)
     print("sample", workload.name, {s: round(1e3 * quartiles(r["times"])[1], 1)
                                     for s, r in results["sample"][workload.name].items()}, flush=True)
 

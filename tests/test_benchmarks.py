@@ -45,7 +45,7 @@ def test_gpu_cells_quick_mode(tmp_path):
   """The GPU run's cells at tiny sizes on the CPU (needs the `bench` extra, like the test above)."""
   pytest.importorskip("torch")
   pytest.importorskip("normflows")
-  for section in ("sampling", "compile", "fullsize", "precision", "matmul"):
+  for section in ("sampling", "train_image", "compile", "fullsize", "precision", "matmul"):
     out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_cells.py"), section, str(tmp_path),
                           "--quick"], capture_output=True, text=True, timeout=900, cwd=ROOT,
                          env={**os.environ, "PYTHONPATH": str(ROOT)})
