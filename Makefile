@@ -21,7 +21,8 @@ test: $(STAMP)
 demo: $(STAMP)
 	$(PY) experiments/demo.py
 
-# Side by side with normflows (PyTorch) on this machine; results into docs/ (~15 min on 2 cores).
+# Side by side with normflows (PyTorch) on this machine; results into docs/ (up to an hour on 2 cores:
+# vs_normflows.py took 15 and 42 min on two machines, largest_batch.py ~18 min).
 bench: $(STAMP)
 	$(PY) -m pip install --quiet -c constraints.txt -e ".[bench]"
 	$(PY) benchmarks/vs_normflows.py
