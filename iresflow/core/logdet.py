@@ -196,9 +196,13 @@ def _neumann_series(g, x, v, n_terms, term_weight, n_unrolled: int, with_gradien
 
 
 def _neumann_surrogate_estimate(g, x, v, neumann_w):
-  """``(g(x), per-example surrogate)``: what the backward pass of a rematerialised estimate differentiates."""
+  """``(g(x), per-example surrogate)``: what the backward pass of a rematerialised estimate differentiates.
+
+  ``neumann_w`` is saved from the forward pass; tied to ``x`` (see :func:`_vectors_after_input`),
+  its first product through ``g``'s last layer waits for this block's backward pass.
+  """
   gx, vjp_fn = jax.vjp(g, x)
-  return gx, jnp.mean(_neumann_surrogate(vjp_fn, v, neumann_w), axis=0)
+  return gx, jnp.mean(_neumann_surrogate(vjp_fn, v, _vectors_after_input(neumann_w, x)), axis=0)
 
 
 def _check_remat(remat) -> None:
@@ -210,6 +214,19 @@ def _per_example_zero(values: jax.Array, like: jax.Array) -> jax.Array:
   """``0 * values`` shaped to broadcast against ``like`` example by example (an ordering tie for XLA)."""
   zero = jnp.zeros((), values.dtype) * values
   return zero.reshape(values.shape[:1] + (1,) * (like.ndim - 1)).astype(like.dtype)
+
+
+def _vectors_after_input(v: jax.Array, x: jax.Array) -> jax.Array:
+  """``v`` ``(n_probes, batch, ...)`` plus zero computed from ``x``'s first entry, example by example.
+
+  An ordering tie for the vectors a series starts from (probes, the saved Neumann vector): they do
+  not depend on the block's input, so without it XLA:CPU's scheduler runs their first
+  vector-Jacobian product in every unrolled block (``v^T`` through ``g``'s last layer, an
+  activation of the hidden width) long before the block runs and keeps each result until then;
+  tied, it cannot start before the block's input exists.
+  """
+  first_entries = x.reshape(x.shape[0], -1)[:, 0]
+  return v + _per_example_zero(first_entries, v[0])[None]
 
 
 def _rematerialized(forward, differentiable, g: ResidualFn, x: jax.Array, key: jax.Array
@@ -332,7 +349,7 @@ def power_series_logdet(
   ones = _transform_weight(transform, accumulation_dtype(x.dtype))
 
   def probes(key, x):
-    return sample_probes(key, (n_probes,) + x.shape, x.dtype, probe)
+    return _vectors_after_input(sample_probes(key, (n_probes,) + x.shape, x.dtype, probe), x)
 
   def forward(g, x, key, with_gradient=False):
     v = probes(key, x)
@@ -449,7 +466,7 @@ def roulette_logdet(
     return transform_weight(k) * jnp.where(j <= 0, 1.0, 1.0 / roulette_tail_probability(j, distribution, parameter))
 
   def probes(key, x):
-    return sample_probes(jax.random.split(key)[0], (n_probes,) + x.shape, x.dtype, probe)
+    return _vectors_after_input(sample_probes(jax.random.split(key)[0], (n_probes,) + x.shape, x.dtype, probe), x)
 
   def forward(g, x, key, with_gradient=False):
     count_key = jax.random.split(key)[1]

@@ -58,7 +58,10 @@ def _lipswish_jvp(primals, tangents):
     y_dot = _lipswish_slope(x, beta) * x_dot
   if not isinstance(beta_dot, SymbolicZero):
     s = jax.nn.sigmoid(beta * x)
-    y_dot = y_dot + x * x * s * (1 - s) * jnp.asarray(1 / 1.1, x.dtype) * beta_dot
+    # 1/1.1 scales beta's tangent, not the array: the transpose (beta's gradient, a sum over the whole
+    # array) then scales the sum, where XLA:CPU would otherwise broadcast the constant to the
+    # array's shape and keep that array for the whole program.
+    y_dot = y_dot + x * x * s * (1 - s) * (beta_dot / jnp.asarray(1.1, beta_dot.dtype))
   return y, y_dot
 
 
@@ -77,13 +80,13 @@ def _lipswish_slope_jvp(primals, tangents):
   x_dot, beta_dot = tangents
   t = beta * x
   s = jax.nn.sigmoid(t)
-  curvature = s * (1 - s) * (2 + t * (1 - 2 * s)) / jnp.asarray(1.1, x.dtype)
+  curvature_times_1_1 = s * (1 - s) * (2 + t * (1 - 2 * s))  # 1/1.1 goes on beta and its tangent, as above
   slope = (s + t * s * (1 - s)) / jnp.asarray(1.1, x.dtype)
   slope_dot = jnp.zeros_like(slope)
   if not isinstance(x_dot, SymbolicZero):
-    slope_dot = curvature * beta * x_dot
+    slope_dot = curvature_times_1_1 * (beta / jnp.asarray(1.1, beta.dtype)) * x_dot
   if not isinstance(beta_dot, SymbolicZero):
-    slope_dot = slope_dot + curvature * x * beta_dot
+    slope_dot = slope_dot + curvature_times_1_1 * x * (beta_dot / jnp.asarray(1.1, beta_dot.dtype))
   return slope, slope_dot
 
 
