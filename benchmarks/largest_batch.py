@@ -9,8 +9,8 @@ both sides (normflows' ``LipschitzCNN`` has no ELU), on the CPU, in two gradient
   default there) against normflows' ``Residual(reduce_memory=True)``;
 * backprop through the series (the config's): iresflow's default against ``reduce_memory=False``;
 * and iresflow's Neumann step with its blocks under ``nn.scan`` (``unroll_blocks=False``) instead of
-  this backend's default (unrolled on CPU): XLA:CPU's buffer assignment of the unrolled program
-  keeps about two hidden-width activations per block alive, the scanned one does not.
+  this backend's default (unrolled on CPU): XLA:CPU schedules the unrolled program with more of the
+  blocks' buffers alive at once (docs/benchmarks.md has the profile).
 
 How the memory of one training step is measured:
 
