@@ -17,7 +17,7 @@ Two measurements, each timed in turns (one call of each variant per round):
   scanned and unrolled, with ``iresflow.nn.residual``'s convolution replaced by the custom one.
 
     python benchmarks/conv_in_loops.py           # docs/conv_in_loops.json (~6 min on 2 cores)
-    python benchmarks/conv_in_loops.py --quick   # tiny sizes, seconds
+    python benchmarks/conv_in_loops.py --quick   # tiny sizes, seconds; prints only
 """
 
 from __future__ import annotations
@@ -158,7 +158,7 @@ def cpu_model() -> str:
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--quick", action="store_true", help="tiny sizes (seconds; a smoke test)")
-  parser.add_argument("--output", default=os.path.join(ROOT, "docs", "conv_in_loops.json"))
+  parser.add_argument("--output", help="the JSON file (default docs/conv_in_loops.json; --quick writes none)")
   args = parser.parse_args()
   start = time.perf_counter()
   results = {"command": "python benchmarks/conv_in_loops.py" + (" --quick" if args.quick else ""),
@@ -167,8 +167,11 @@ def main() -> None:
   print("isolated", json.dumps(results["isolated"], indent=1), flush=True)
   results["training_step_ms"] = training_steps(args.quick)
   results["wall_s"] = time.perf_counter() - start
-  os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-  with open(args.output, "w") as f:
+  output = args.output or (None if args.quick else os.path.join(ROOT, "docs", "conv_in_loops.json"))
+  if output is None:
+    return
+  os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+  with open(output, "w") as f:
     json.dump(results, f, indent=1, allow_nan=False)
 
 

@@ -18,6 +18,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
     ("memory.py", ["| neumann | yes (default) |", "| 4 terms (MiB) |"]),
     ("full_size_step.py", ["digits_flow nn.scan: ", " parameters, trace ", ", compile ", "images/s) on cpu"]),
     ("largest_batch.py --rows iresflow/neumann", ["| iresflow/neumann |", "largest batch in"]),
+    ("ordering_ties.py", ["4 blocks/gradient/untied", "step ms image"]),
 ])
 def test_benchmark_quick_mode(script, expected):
   script, *options = script.split()
