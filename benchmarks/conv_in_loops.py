@@ -35,6 +35,9 @@ import jax.numpy as jnp
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+import vs_normflows as bench  # noqa: E402  (a sibling script)
+
 DIMENSIONS = ("NHWC", "HWIO", "NHWC")
 
 
@@ -81,15 +84,8 @@ def canonical_conv2d(x, kernel, bias=None):
 
 
 def interleaved_medians(calls: dict, repeats: int) -> dict:
-  for fn in calls.values():
-    fn()  # compile and warm up
-  times = {name: [] for name in calls}
-  for _ in range(repeats):
-    for name, fn in calls.items():
-      start = time.perf_counter()
-      fn()
-      times[name].append(time.perf_counter() - start)
-  return {name: float(np.median(t)) for name, t in times.items()}
+  """Median seconds of each of ``calls`` (name -> ``fn(i)``), timed in turns after one warm-up call each."""
+  return {name: float(np.median(t)) for name, t in bench.interleaved_times(calls, 1, repeats).items()}
 
 
 def isolated(quick: bool) -> dict:
@@ -119,15 +115,12 @@ def isolated(quick: bool) -> dict:
   scale = max(float(jnp.max(jnp.abs(r))) for r in reference)
   differences = {name: max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(jax.tree.leaves(g(x, kernels)), reference))
                  / scale for name, g in grads.items()}
-  medians = interleaved_medians({name: lambda g=g: jax.block_until_ready(g(x, kernels)) for name, g in grads.items()},
-                                3 if quick else 7)
+  medians = interleaved_medians({name: lambda i, g=g: jax.block_until_ready(g(x, kernels))
+                                 for name, g in grads.items()}, 3 if quick else 7)
   return {"ms": {k: 1e3 * v for k, v in medians.items()}, "max_difference_relative_to_largest_gradient": differences}
 
 
 def training_steps(quick: bool) -> dict:
-  sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
-  import vs_normflows as bench
-
   import iresflow.nn.residual
 
   image = bench.workloads(quick)[1]
@@ -140,19 +133,10 @@ def training_steps(quick: bool) -> dict:
           side = bench.IresflowSide(image, gradient, unroll=unroll)
           side.step(0)  # traced and compiled here, with the convolution patched in
           sides[f"{name}/{'unrolled' if unroll else 'scan'}"] = side
-    steps = {name: (lambda side=side, counter=iter(range(1, 10**6)): side.step(next(counter)))
-             for name, side in sides.items()}
+    steps = {name: side.step for name, side in sides.items()}
     result[gradient] = {k: 1e3 * v for k, v in interleaved_medians(steps, 2 if quick else 5).items()}
     print(gradient, {k: round(v, 1) for k, v in result[gradient].items()}, flush=True)
   return result
-
-
-def cpu_model() -> str:
-  try:
-    with open("/proc/cpuinfo") as f:
-      return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-  except (OSError, StopIteration):
-    return "unknown model"
 
 
 def main() -> None:
@@ -162,17 +146,13 @@ def main() -> None:
   args = parser.parse_args()
   start = time.perf_counter()
   results = {"command": "python benchmarks/conv_in_loops.py" + (" --quick" if args.quick else ""),
-             "machine": f"{os.cpu_count()} CPU cores ({cpu_model()}), JAX {jax.__version__} ({jax.default_backend()})",
+             "machine": f"{os.cpu_count()} CPU cores ({bench.cpu_model()}), "
+                        f"JAX {jax.__version__} ({jax.default_backend()})",
              "isolated": isolated(args.quick)}
   print("isolated", json.dumps(results["isolated"], indent=1), flush=True)
   results["training_step_ms"] = training_steps(args.quick)
   results["wall_s"] = time.perf_counter() - start
-  output = args.output or (None if args.quick else os.path.join(ROOT, "docs", "conv_in_loops.json"))
-  if output is None:
-    return
-  os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
-  with open(output, "w") as f:
-    json.dump(results, f, indent=1, allow_nan=False)
+  bench.save_results(results, args.output, args.quick, "conv_in_loops")
 
 
 if __name__ == "__main__":

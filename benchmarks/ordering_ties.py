@@ -33,6 +33,9 @@ import jax.numpy as jnp
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+import vs_normflows as bench  # noqa: E402  (a sibling script)
+
 MiB = 2**20
 
 
@@ -74,9 +77,6 @@ def memory(quick: bool) -> dict:
 
 
 def speed(quick: bool) -> dict:
-  sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
-  import vs_normflows as bench
-
   result = {}
   for workload in bench.workloads(quick):
     sides = {}
@@ -101,12 +101,7 @@ def main() -> None:
              "machine": f"{os.cpu_count()} CPU cores, JAX {jax.__version__} ({jax.default_backend()})",
              "memory_mib": memory(args.quick), "neumann_step_ms": speed(args.quick)}
   results["wall_s"] = time.perf_counter() - start
-  output = args.output or (None if args.quick else os.path.join(ROOT, "docs", "ordering_ties.json"))
-  if output is None:
-    return
-  os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
-  with open(output, "w") as f:
-    json.dump(results, f, indent=1, allow_nan=False)
+  bench.save_results(results, args.output, args.quick, "ordering_ties")
 
 
 if __name__ == "__main__":

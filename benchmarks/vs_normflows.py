@@ -421,15 +421,29 @@ def compile_depths(quick: bool) -> dict[int, float]:
 
 
 # ------------------------------------------------------------------------------------------- report
+def cpu_model() -> str:
+  """The CPU's model name from /proc/cpuinfo, else what ``platform`` knows."""
+  try:
+    with open("/proc/cpuinfo") as f:
+      return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+  except (OSError, StopIteration):
+    return platform.processor() or platform.machine()
+
+
+def save_results(results: dict, output: str | None, quick: bool, name: str) -> None:
+  """Writes ``results`` as strict JSON to ``output``; without one, to docs/``name``.json unless ``quick``."""
+  output = output or (None if quick else os.path.join(ROOT, "docs", f"{name}.json"))
+  if output is None:
+    return
+  os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+  with open(output, "w") as f:
+    json.dump(results, f, indent=1, allow_nan=False)
+
+
 def machine_description() -> str:
   import jax
   import torch
-  cpu = platform.processor() or platform.machine()
-  try:
-    with open("/proc/cpuinfo") as f:
-      cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-  except (OSError, StopIteration):
-    pass
+  cpu = cpu_model()
   accelerator = jax.devices()[0].device_kind if jax.default_backend() != "cpu" else "none"
   import flax
   import normflows
