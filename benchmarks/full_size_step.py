@@ -45,23 +45,28 @@ def load_config(name: str):
 POLICIES = {"float32": dict(precision="highest"), "default": dict(), "bfloat16": dict(compute_dtype="bfloat16")}
 
 
-def build_step(config_name: str, unroll: bool | None, blocks_per_stage: int | None = None, policy: str = "default"):
-  """``(jitted train step, state, two batches, config)`` for ``config_name`` on synthetic data.
+def build_step(config_name: str, unroll: bool | None, blocks_per_stage: int | None = None, policy: str = "default",
+               gradient: str | None = None):
+  """``(train step, state, two batches, config)`` for ``config_name`` on synthetic data.
 
   The step is ``step(state, divergence, batch) -> (state, divergence, metrics)`` (see
   ``iresflow.train.steps``). ``unroll`` unrolls the blocks and the series terms (None: the
   backend's default); ``blocks_per_stage`` overrides the depth; ``policy`` is a key of ``POLICIES``
-  (``'default'``: the config's, JAX's default matmul precision in float32).
+  (``'default'``: the config's, JAX's default matmul precision in float32); ``gradient`` the
+  estimator's (None: the config's, backprop through the series).
   """
   config = load_config(config_name)
   config.model.unroll_blocks = unroll
   config.estimator.unroll = unroll
   config.estimator.update(POLICIES[policy])
+  if gradient is not None:
+    config.estimator.gradient = gradient
   if blocks_per_stage is not None:
     config.model.stages = (blocks_per_stage,) * len(config.model.stages)
   data = TrainingData.synthetic(DATA_SHAPES[config.dataset], NUM_LEVELS[config.dataset], 2 * config.batch_size)
   training = setup_training(config, data=data)
-  step = lambda state, batch: training.train_step(state, Divergence.none(), batch)
+  train_step = training.train_step.__wrapped__  # unjitted: the caller jits it (for another device, too)
+  step = lambda state, batch: train_step(state, Divergence.none(), batch)
   return step, training.state, [training.device_batch(i) for i in range(2)], config
 
 

@@ -90,3 +90,32 @@ def test_canonical_conv_gradients_equal_jax_convolution():
       np_close(ours, theirs)
   differences = bench.isolated(quick=True)["max_difference_relative_to_largest_gradient"]
   assert max(differences.values()) < 1e-5, differences
+
+
+def test_gpu_compiled_memory_quick_mode(tmp_path):
+  """The deviceless-compile memory script, with this CPU as the target (the H200 needs the CUDA plugin)."""
+  output = tmp_path / "memory.json"
+  out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_compiled_memory.py"), "--quick", "--target",
+                        "cpu", "--cells", "image", "--output", str(output)], capture_output=True, text=True,
+                       timeout=600, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+  assert out.returncode == 0, out.stderr[-2000:]
+  image = json.loads(output.read_text())["image"]
+  assert set(image) == {"neumann/2", "neumann/2/remat=False", "backprop/20"}
+  # remat keeps less than the Neumann step without it, which keeps less than backprop through 20 terms
+  assert image["neumann/2"]["temp_bytes"] < image["neumann/2/remat=False"]["temp_bytes"]
+  assert image["neumann/2/remat=False"]["temp_bytes"] < image["backprop/20"]["temp_bytes"]
+  assert all(cell["convolution_calls"] == 0 for cell in image.values())  # no cuDNN on a CPU
+
+
+def test_cudnn_workspaces_are_read_from_the_compiled_program():
+  sys.path.insert(0, str(ROOT / "benchmarks"))
+  from gpu_compiled_memory import convolution_workspaces
+  hlo = "\n".join([
+      '  %cudnn-conv.3 = (f32[64,14,14,64]{3,2,1,0}, u8[0]{0}) custom-call(%a, %b), window={size=3x3 pad=1_1x1_1}, '
+      'dim_labels=b01f_o01i->b01f, custom_call_target="__cudnn$convForward", metadata={op_name="x"}',
+      '  %cudnn-conv-bw-filter.1 = (f32[64,3,3,64]{3,2,1,0}, u8[1048576]{0}) custom-call(%c, %d), '
+      'window={size=3x3 pad=1_1x1_1}, custom_call_target="__cudnn$convBackwardFilter"',
+      '  %fusion.2 = (f32[8]{0}, u8[4096]{0}) custom-call(%e), custom_call_target="__cublas$gemm"',
+      '  %add.1 = f32[64]{0} add(%f, %g)',
+  ])
+  assert convolution_workspaces(hlo) == [0, 1048576]
