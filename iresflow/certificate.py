@@ -32,13 +32,28 @@ from iresflow.nn.spectral import NormalizedWeights
 from iresflow.nn.step import BlockView
 
 
+BOUND_METHODS = {
+    "svd": "float64 SVD of the dense kernel",
+    "exact": "float64 SVD of the convolution's materialised matrix",
+    "fft": "the FFT bound of Sedghi et al. (2019) on the zero-padded grid",
+}
+
+
 @dataclasses.dataclass(frozen=True)
 class LayerBound:
-  """One linear layer of ``g``: its estimated and certified operator norms (after eq. 2)."""
+  """One linear layer of ``g``: its estimated and certified operator norms (after eq. 2).
+
+  Attributes:
+    name: ``'layer0'``, ``'layer1'``, ...
+    estimate: the norm estimator's value (a lower estimate of the true norm).
+    bound: a rigorous upper bound on the true norm.
+    method: how ``bound`` was computed, a key of :data:`BOUND_METHODS`.
+  """
 
   name: str
   estimate: float
   bound: float
+  method: str = "svd"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,6 +79,25 @@ class BlockCertificate:
   def certified(self) -> bool:
     return self.lipschitz_bound < 1.0
 
+  def diagnosis(self) -> str:
+    """Why the block is not certified (empty when it is): which part of the bound reaches 1, and what to do."""
+    if self.certified:
+      return ""
+    if self.lipschitz_estimate >= 1.0:
+      return (f"even the norm estimates give Lip(g) <= {self.lipschitz_estimate:.5f}: the constraint itself allows "
+              f"Lip(g) >= 1 (activations' Lipschitz constants multiply to {self.activation_lipschitz:.5f}); "
+              "lower coeff")
+    worst = max(self.layers, key=lambda layer: layer.bound / max(layer.estimate, 1e-30))
+    gap = worst.bound / max(worst.estimate, 1e-30) - 1
+    if worst.method == "fft":
+      return (f"{worst.name}'s bound {worst.bound:.5f} ({BOUND_METHODS['fft']}) is {gap:.1%} above its estimate "
+              f"{worst.estimate:.5f}; that bound is loose for zero padding: certify with a larger exact_max_dim "
+              "(the exact norm of the materialised convolution) or lower coeff")
+    return (f"{worst.name}'s true norm is {worst.bound:.5f} ({BOUND_METHODS[worst.method]}), {gap:.1%} above its "
+            f"estimate {worst.estimate:.5f}: the norm estimator has not converged; run more of its steps "
+            "(LipschitzConstraint.n_power_iterations / n_init_power_iterations, or the trainer's "
+            "eval_refresh_iterations)")
+
 
 @dataclasses.dataclass(frozen=True)
 class Certificate:
@@ -85,6 +119,8 @@ class Certificate:
     for block in self.blocks:
       verdict = "certified < 1" if block.certified else "NOT certified"
       rows.append(f"{block.name:<40} {block.lipschitz_bound:>10.5f} {block.lipschitz_estimate:>10.5f}  {verdict}")
+      if not block.certified:
+        rows.append(f"  why: {block.diagnosis()}")
     rows.append(f"{len(self.blocks)} blocks, max bound {self.max_lipschitz_bound:.5f}: "
                 f"{'all certified' if self.certified else 'NOT all certified'}")
     return "\n".join(rows)
@@ -105,15 +141,17 @@ def concat_weights(view: BlockView) -> tuple[np.ndarray, ...]:
   return tuple(np.asarray(jax.device_get(w), np.float64) for w in weights)
 
 
-def _layer_bound(weights: NormalizedWeights, input_shape: tuple[int, ...], exact_max_dim: int) -> float:
-  """Rigorous float64 upper bound on the operator norm of one normalised layer at its input shape."""
+def _layer_bound(weights: NormalizedWeights, input_shape: tuple[int, ...], exact_max_dim: int
+                 ) -> tuple[float, str]:
+  """Rigorous float64 upper bound on the operator norm of one normalised layer at its input shape, and
+  the method (a key of :data:`BOUND_METHODS`)."""
   kernel = np.asarray(jax.device_get(weights.kernel), np.float64)
   if kernel.ndim == 2:
-    return spectral.dense_norm_bound(kernel)
+    return spectral.dense_norm_bound(kernel), "svd"
   h, w = input_shape[:2]
   if h * w * max(kernel.shape[2:]) <= exact_max_dim:
-    return spectral.conv_operator_norm(kernel, (h, w))
-  return spectral.conv_norm_bound(kernel, (h, w), "SAME")
+    return spectral.conv_operator_norm(kernel, (h, w)), "exact"
+  return spectral.conv_norm_bound(kernel, (h, w), "SAME"), "fft"
 
 
 def certify_block(view: BlockView, *, exact_max_dim: int = 2048) -> BlockCertificate:
@@ -127,8 +165,8 @@ def certify_block(view: BlockView, *, exact_max_dim: int = 2048) -> BlockCertifi
   layers = []
   for i, weights in enumerate(normalized_layers(view)):
     # Stride-1 SAME convolutions keep the spatial size, so every layer sees the block's input grid.
-    layers.append(LayerBound(f"layer{i}", float(weights.norm_estimate),
-                             _layer_bound(weights, view.input_shape, exact_max_dim)))
+    bound, method = _layer_bound(weights, view.input_shape, exact_max_dim)
+    layers.append(LayerBound(f"layer{i}", float(weights.norm_estimate), bound, method))
   etas = concat_weights(view) if spec.architecture == "densenet" else ()  # a chain has none: skip building g
   return BlockCertificate(
       name=view.name, layers=tuple(layers), activation_lipschitz=spec.activation_lipschitz(view.input_shape),

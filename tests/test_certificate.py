@@ -86,3 +86,40 @@ def test_certify_rejects_variables_without_spectral_state():
   variables = model.init(jax.random.key(0), jnp.ones((2, 3)), estimator=PowerSeries())
   with pytest.raises(ValueError, match="spectral"):
     iresflow.certify(model, {"params": variables["params"]})
+
+
+def test_a_block_that_is_not_certified_says_why():
+  from iresflow.certificate import BlockCertificate, LayerBound
+  layers = (LayerBound("layer0", 0.98, 0.98, "svd"), LayerBound("layer1", 0.98, 1.11, "svd"))
+  unconverged = BlockCertificate("b", layers, 1.0, 1.09, 0.96)
+  assert not unconverged.certified and "layer1" in unconverged.diagnosis()
+  assert "not converged" in unconverged.diagnosis()
+  loose = BlockCertificate("b", (LayerBound("layer0", 0.99, 1.02, "fft"),), 1.0, 1.02, 0.99)
+  assert "exact_max_dim" in loose.diagnosis()
+  allowed = BlockCertificate("b", (LayerBound("layer0", 0.99, 0.99, "svd"),), 1.06, 1.05, 1.05)
+  assert "lower coeff" in allowed.diagnosis()
+  assert BlockCertificate("b", (LayerBound("layer0", 0.9, 0.9, "svd"),), 1.0, 0.9, 0.9).diagnosis() == ""
+  table = iresflow.Certificate((unconverged,)).table()
+  assert "NOT certified" in table and "why:" in table
+
+
+@pytest.mark.parametrize("config", [
+    dict(data_shape=(2,), stages=(), fc_blocks=2, block_type="monotone", fc_residual=ResidualSpec(
+        hidden=4, dense_layers=3, architecture="densenet", activation="cpila")),
+    dict(data_shape=(3,), stages=(), fc_blocks=2, fc_residual=ResidualSpec(hidden=2, dense_layers=2)),
+    dict(data_shape=(8, 8, 1), stages=(1, 1), residual=ResidualSpec(hidden=4, kernel_sizes=(3, 1, 3))),
+], ids=["monotone-densenet-2d", "narrow-chain", "image"])
+@pytest.mark.parametrize("coeff", [0.9, 0.98])
+def test_a_freshly_initialised_model_is_certified(config, coeff):
+  # Narrow layers (wide-to-narrow dense kernels) were estimated below their norms at init (issue #32).
+  from iresflow.nn import LipschitzConstraint
+  import dataclasses
+  for key in ("residual", "fc_residual"):
+    if key in config:
+      config = {**config, key: dataclasses.replace(config[key], constraint=LipschitzConstraint(coeff=coeff))}
+  model = IResNetFlow(**config)
+  x = jax.random.normal(jax.random.key(0), (4,) + config["data_shape"])
+  for seed in range(3):
+    variables = helpers.jit_init(model, jax.random.key(seed), x, estimator=PowerSeries())
+    certificate = iresflow.certify(model, variables)
+    assert certificate.certified, certificate.table()

@@ -43,3 +43,28 @@ def test_core_states_its_public_names():
   import iresflow.train
   for name in iresflow.train.__all__:
     assert getattr(iresflow.train, name) is not None, name
+
+
+def test_no_module_starts_a_jax_backend_at_import():
+  # jax.distributed.initialize() (multi-host, TPU pods, SLURM) must run before any backend starts, and
+  # experiments/train.py imports the package first (issue #28): every module, imported in a fresh
+  # process, leaves the backends alone.
+  code = """
+import importlib, json, pkgutil
+import iresflow
+from jax._src import xla_bridge
+names = sorted(m.name for m in pkgutil.walk_packages(iresflow.__path__, "iresflow."))
+imported, first = [], None
+for name in names:
+  importlib.import_module(name)
+  imported.append(name)
+  if xla_bridge.backends_are_initialized():
+    first = name
+    break
+print(json.dumps({"imported": imported, "first": first}))
+"""
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+  assert out.returncode == 0, out.stderr[-2000:]
+  report = json.loads(out.stdout.strip().splitlines()[-1])
+  assert report["first"] is None, f"importing {report['first']} starts a JAX backend"
+  assert {"iresflow.nn.activations", "iresflow.train.trainer", "iresflow.models.flow"} <= set(report["imported"])

@@ -1,5 +1,7 @@
-"""The README's code examples run as written."""
+"""The README's code examples run as written, and every certificate they print certifies every block."""
 
+import contextlib
+import io
 import pathlib
 import re
 
@@ -11,7 +13,13 @@ EXAMPLES = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
 
 @pytest.mark.parametrize("index", range(len(EXAMPLES)))
 def test_readme_example_runs(index):
-  exec(compile(EXAMPLES[index], f"README.md example {index}", "exec"), {})
+  printed = io.StringIO()
+  with contextlib.redirect_stdout(printed):
+    exec(compile(EXAMPLES[index], f"README.md example {index}", "exec"), {})
+  output = printed.getvalue()
+  assert "NOT certified" not in output and "NOT all certified" not in output, output
+  if "certify(" in EXAMPLES[index] and ".table()" in EXAMPLES[index]:
+    assert "all certified" in output, output
 
 
 def test_readme_has_examples():

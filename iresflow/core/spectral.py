@@ -119,8 +119,10 @@ def lanczos_iteration(
     return _rayleigh_sigma(linear_fn, u, eps), u
   adjoint = jax.linear_transpose(linear_fn, u)
   out_shape = jax.eval_shape(linear_fn, u).shape
-  # A Krylov space cannot outgrow the operator's dimensions; past them the recursion breaks down.
-  n_steps = min(n_steps, u.size, math.prod(out_shape))
+  # A Krylov space cannot outgrow the operator's dimensions; past them the recursion breaks down. On the
+  # input side it can reach one dimension more than the output side has: the start vector plus
+  # range(A^T), which holds the top right singular vector (so a wide operator, n > m, needs m + 1 steps).
+  n_steps = min(n_steps, u.size, math.prod(out_shape) + 1)
   apply = lambda p: linear_fn(p.reshape(u.shape)).ravel()
   apply_adjoint = lambda q: adjoint(q.reshape(out_shape))[0].ravel()
   n, m, dtype = u.size, math.prod(out_shape), u.dtype

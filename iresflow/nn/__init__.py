@@ -13,7 +13,8 @@ Every invertible piece (``ActNorm``, ``Squeeze``, ``IResNetBlock``, ``MonotoneBl
 from iresflow.core.estimators import ExactLogDet, PowerSeries, Roulette
 from iresflow.core.fixed_point import FixedPointInfo, FixedPointSolver
 from iresflow.nn.actnorm import ActNorm
-from iresflow.nn.activations import ACTIVATIONS, LIPSCHITZ_CONSTANTS, clipswish, cpila, lipswish, pila
+from iresflow.nn.activations import (ACTIVATIONS, Activation, clipswish, cpila, get_activation, lipswish, pila,
+                                     register_activation)
 from iresflow.nn.block import INVERSE_INFO, ContractiveBlock, IResNetBlock, inverse_info
 from iresflow.nn.monotone import MonotoneBlock
 from iresflow.nn.reshape import Squeeze, injective_pad, squeeze, unsqueeze
@@ -22,9 +23,10 @@ from iresflow.nn.spectral import LipschitzConstraint, NormalizedWeights, Spectra
 from iresflow.nn.step import BLOCK_TYPES, BlockView, FlowStep
 
 __all__ = [
-    "ACTIVATIONS", "ActNorm", "BLOCK_TYPES", "BlockView", "ContractiveBlock", "ContractiveResidual", "ExactLogDet",
-    "FixedPointInfo", "FixedPointSolver", "FlowStep", "INVERSE_INFO", "IResNetBlock", "LIPSCHITZ_CONSTANTS",
+    "ACTIVATIONS", "ActNorm", "Activation", "BLOCK_TYPES", "BlockView", "ContractiveBlock", "ContractiveResidual",
+    "ExactLogDet",
+    "FixedPointInfo", "FixedPointSolver", "FlowStep", "INVERSE_INFO", "IResNetBlock",
     "LipschitzConstraint", "MonotoneBlock", "NormalizedWeights", "PowerSeries", "ResidualSpec", "Roulette",
-    "SpectralConv", "SpectralDense", "Squeeze", "clipswish", "cpila", "injective_pad", "inverse_info",
-    "lipswish", "pila", "squeeze", "unsqueeze",
+    "SpectralConv", "SpectralDense", "Squeeze", "clipswish", "cpila", "get_activation", "injective_pad", "inverse_info",
+    "lipswish", "pila", "register_activation", "squeeze", "unsqueeze",
 ]

@@ -19,8 +19,11 @@ gradient flow. :func:`cpila_lipschitz_constant` computes its constant and :func:
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
+import numbers
+import types
 from typing import Callable
 
 import jax
@@ -92,9 +95,9 @@ def _lipswish_slope_jvp(primals, tangents):
 
 def _round_up_to_float32(value: float) -> float:
   """The smallest float32 >= ``value``, as a Python float: dividing by it in float32 cannot leave a
-  constant above 1."""
-  as_float32 = jnp.float32(value)
-  return float(jnp.nextafter(as_float32, jnp.float32(2.0)) if float(as_float32) < value else as_float32)
+  constant above 1. NumPy, not JAX: it runs at import, before a multi-host launch starts JAX's runtime."""
+  as_float32 = np.float32(value)
+  return float(np.nextafter(as_float32, np.float32(2.0)) if float(as_float32) < value else as_float32)
 
 
 def clipswish_lipschitz_constant() -> float:
@@ -214,34 +217,115 @@ def cpila(x: jax.Array) -> jax.Array:
   return pila(both) / jnp.asarray(CPILA_LIPSCHITZ, x.dtype)
 
 
-ACTIVATIONS = {
-    "elu": jax.nn.elu,
-    "softplus": jax.nn.softplus,
-    "lipswish": lipswish,
-    "clipswish": clipswish,
-    "cpila": cpila,
-    "relu": jax.nn.relu,
-    "tanh": jnp.tanh,
-}
+@dataclasses.dataclass(frozen=True)
+class Activation:
+  """One activation of a residual function ``g``: everything a model and a certificate need of it.
 
-# Upper bounds on the Lipschitz constants, used by certificates.
-LIPSCHITZ_CONSTANTS = {"elu": 1.0, "softplus": 1.0, "lipswish": 1.0, "clipswish": 1.0, "cpila": 1.0, "relu": 1.0,
-                       "tanh": 1.0}
+  Attributes:
+    name: the name a :class:`~iresflow.nn.ResidualSpec` refers to it by.
+    function: ``x -> phi(x)``, or ``(x, beta) -> phi(x)`` when ``learnable``; acts on the last axis.
+    lipschitz: an upper bound on its Lipschitz constant (2-norm), for every value of ``beta``;
+      certificates multiply the layers' norm bounds by it (Sec. 2.1).
+    width_factor: how many times it multiplies the size of the last axis (2 for CLipSwish and CPila).
+    learnable: takes a learnable slope ``beta = softplus(raw)``, ``raw`` initialised to 0.5 as in
+      Residual Flows (``beta`` starts at ~0.97), one per activation of ``g``.
+  """
 
-# How many times the activation multiplies the last axis (CLipSwish and CPila concatenate two halves).
-WIDTH_FACTORS = {"clipswish": 2, "cpila": 2}
+  name: str
+  function: Callable[..., jax.Array]
+  lipschitz: float
+  width_factor: int = 1
+  learnable: bool = False
 
-# Activations with a learnable parameter: (C)LipSwish's beta = softplus(raw), raw initialised to 0.5
-# as in Residual Flows, so beta starts at ~0.97.
-LEARNABLE = {"lipswish", "clipswish"}
+  def __call__(self, x: jax.Array, beta: jax.Array | None = None) -> jax.Array:
+    return self.function(x, beta) if self.learnable else self.function(x)
+
+
+_REGISTRY: dict[str, Activation] = {}
+
+# The registered activations by name (read-only; add one with :func:`register_activation`).
+ACTIVATIONS = types.MappingProxyType(_REGISTRY)
+
+
+def register_activation(name: str, function: Callable[..., jax.Array], *, lipschitz: float, width_factor: int = 1,
+                        learnable: bool = False, overwrite: bool = False) -> Activation:
+  """Makes ``name`` usable as ``ResidualSpec(activation=name)``, in training and in ``iresflow.certify``.
+
+  Everything is checked here, before any model is built: the name, that ``function`` maps a batch
+  ``(batch, n)`` to ``(batch, width_factor * n)`` in the same dtype (traced abstractly, nothing
+  runs), and that ``lipschitz`` is a finite positive number. The constant is not verified; it is
+  the bound a certificate trusts, so it must hold for every input (and every ``beta``).
+
+  Args:
+    name: the activation's name.
+    function: ``x -> phi(x)``, or ``(x, beta) -> phi(x)`` with ``learnable=True``.
+    lipschitz: an upper bound on ``Lip(phi)`` (2-norm); 1 for the usual activations.
+    width_factor: how many times ``phi`` multiplies the last axis.
+    learnable: ``phi`` takes a learnable slope ``beta`` (see :class:`Activation`).
+    overwrite: replace an activation already registered under ``name``.
+
+  Returns:
+    The registered :class:`Activation`.
+
+  Raises:
+    ValueError, TypeError: naming the argument that is wrong.
+
+  Example::
+
+    register_activation("softsign", jax.nn.soft_sign, lipschitz=1.0)
+    spec = ResidualSpec(activation="softsign")
+  """
+  if not isinstance(name, str) or not name:
+    raise TypeError(f"name: expected a non-empty string, got {name!r}")
+  if name in _REGISTRY and not overwrite:
+    raise ValueError(f"name: activation {name!r} is already registered; pass overwrite=True to replace it")
+  if not callable(function):
+    raise TypeError(f"function: expected a callable, got {function!r}")
+  if isinstance(lipschitz, bool) or not isinstance(lipschitz, numbers.Real) or not 0 < lipschitz < math.inf:
+    raise ValueError(f"lipschitz: expected a finite positive number (an upper bound on Lip(phi)), got {lipschitz!r}")
+  if isinstance(width_factor, bool) or not isinstance(width_factor, numbers.Integral) or width_factor < 1:
+    raise ValueError(f"width_factor: expected a positive integer, got {width_factor!r}")
+  if not isinstance(learnable, bool):
+    raise TypeError(f"learnable: expected True or False, got {learnable!r}")
+  activation = Activation(name, function, float(lipschitz), int(width_factor), learnable)
+  probe = jax.ShapeDtypeStruct((2, 3), jnp.float32)
+  try:
+    out = jax.eval_shape(activation, probe, jax.ShapeDtypeStruct((), jnp.float32) if learnable else None)
+  except Exception as error:  # noqa: BLE001 -- any failure of the user's function is reported as such
+    raise ValueError(f"function: could not be applied to a float32 batch of shape (2, 3)"
+                     f"{' with a scalar beta' if learnable else ''}: {error}") from error
+  expected = (2, 3 * activation.width_factor)
+  if not isinstance(out, jax.ShapeDtypeStruct) or out.shape != expected or out.dtype != jnp.float32:
+    raise ValueError(f"function: expected an array of shape {expected} and dtype float32 for a float32 input "
+                     f"of shape (2, 3) (width_factor={width_factor}), got {out}")
+  _REGISTRY[name] = activation
+  return activation
+
+
+def get_activation(name: str) -> Activation:
+  """The registered :class:`Activation` called ``name``; ``ValueError`` naming the known ones otherwise."""
+  try:
+    return _REGISTRY[name]
+  except (KeyError, TypeError):
+    raise ValueError(f"activation: expected one of {sorted(_REGISTRY)} (or one added with "
+                     f"iresflow.nn.register_activation), got {name!r}") from None
 
 
 def width_factor(name: str) -> int:
   """How many times activation ``name`` multiplies the size of the last axis (2 for CLipSwish and CPila, else 1)."""
-  return WIDTH_FACTORS.get(name, 1)
+  return get_activation(name).width_factor
 
 
 def check_activation(name: str) -> None:
-  """Raises ``ValueError`` naming the known activations unless ``name`` is one of them."""
-  if name not in ACTIVATIONS:
-    raise ValueError(f"activation: expected one of {sorted(ACTIVATIONS)}, got {name!r}")
+  """Raises ``ValueError`` naming the known activations unless ``name`` is registered."""
+  get_activation(name)
+
+
+# The built-in activations; every one is 1-Lipschitz (CLipSwish and CPila divide by their constants).
+register_activation("elu", jax.nn.elu, lipschitz=1.0)
+register_activation("softplus", jax.nn.softplus, lipschitz=1.0)
+register_activation("lipswish", lipswish, lipschitz=1.0, learnable=True)
+register_activation("clipswish", clipswish, lipschitz=1.0, width_factor=2, learnable=True)
+register_activation("cpila", cpila, lipschitz=1.0, width_factor=2)
+register_activation("relu", jax.nn.relu, lipschitz=1.0)
+register_activation("tanh", jnp.tanh, lipschitz=1.0)

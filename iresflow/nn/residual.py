@@ -60,8 +60,9 @@ class ResidualSpec:
     kernel_sizes: images: the spatial kernel size of each convolution; its length is the number of
       layers.
     dense_layers: vectors: the number of dense layers.
-    activation: one of ``iresflow.nn.activations.ACTIVATIONS`` (``'lipswish'``, Residual Flows',
-      ``'elu'``, the i-ResNet paper's, ``'clipswish'``, i-DenseNets', ``'cpila'``, Monotone Flows', ...).
+    activation: the name of a registered activation (``iresflow.nn.ACTIVATIONS``: ``'lipswish'``,
+      Residual Flows', ``'elu'``, the i-ResNet paper's, ``'clipswish'``, i-DenseNets', ``'cpila'``,
+      Monotone Flows', ...; add your own with ``iresflow.nn.register_activation``).
     preactivation: apply the activation to the input before the first layer.
     constraint: how every layer is kept contractive (eq. 2); ``LipschitzConstraint(coeff=None)`` for
       an unconstrained residual function.
@@ -99,7 +100,7 @@ class ResidualSpec:
     """Product of the Lipschitz constants of the activations applied in ``g`` (one per layer but the last,
     and one more with ``preactivation``)."""
     n_activations = self.n_layers(input_shape) - 1 + int(self.preactivation)
-    return activations.LIPSCHITZ_CONSTANTS[self.activation] ** n_activations
+    return activations.get_activation(self.activation).lipschitz ** n_activations
 
   def lipschitz_bound(self, input_shape: Sequence[int], layer_norms: Sequence[float],
                       concat_weights: Sequence[Sequence[float]] = ()) -> float:
@@ -124,7 +125,7 @@ class ResidualSpec:
     weights = np.asarray(concat_weights, np.float64).reshape(-1, 2)
     if weights.shape[0] != n_layers - 1:
       raise ValueError(f"concat_weights: expected {n_layers - 1} pairs (eta_1, eta_2), got {weights.shape[0]}")
-    phi = activations.LIPSCHITZ_CONSTANTS[self.activation]
+    phi = activations.get_activation(self.activation).lipschitz
     per_layer = np.sqrt(weights[:, 0]**2 + weights[:, 1]**2 * (phi * norms[:-1])**2)
     return float(np.prod(per_layer) * norms[-1] * (phi if self.preactivation else 1.0))
 
@@ -145,11 +146,11 @@ class ContractiveResidual(nn.Module):
     image = len(input_shape) == 3
     n_layers = spec.n_layers(input_shape)
     densenet = spec.architecture == "densenet"
-    factor = activations.width_factor(spec.activation)
-    phi = activations.ACTIVATIONS[spec.activation]
+    phi = activations.get_activation(spec.activation)
+    factor = phi.width_factor
 
     def activation_beta(name: str):
-      if spec.activation not in activations.LEARNABLE:
+      if not phi.learnable:
         return None
       return jax.nn.softplus(self.param(name, nn.initializers.constant(0.5), ()))
 
@@ -184,21 +185,18 @@ class ContractiveResidual(nn.Module):
         width = out_width
     apply_layer = conv2d if image else dense
 
-    def activate(h, beta):
-      return phi(h) if beta is None else phi(h, beta)
-
     def g_chain(x: jax.Array) -> jax.Array:
-      h = activate(x, pre_beta) if spec.preactivation else x
+      h = phi(x, pre_beta) if spec.preactivation else x
       for i, weights in enumerate(layers):
         if i > 0:
-          h = activate(h, betas[i - 1])
+          h = phi(h, betas[i - 1])
         h = apply_layer(h, weights.kernel, weights.bias)
       return h
 
     def g_densenet(x: jax.Array) -> jax.Array:
-      h = activate(x, pre_beta) if spec.preactivation else x
+      h = phi(x, pre_beta) if spec.preactivation else x
       for weights, beta, eta in zip(layers[:-1], betas, concat):
-        grown = activate(apply_layer(h, weights.kernel, weights.bias), beta)
+        grown = phi(apply_layer(h, weights.kernel, weights.bias), beta)
         h = jnp.concatenate([eta[0].astype(h.dtype) * h, eta[1].astype(h.dtype) * grown], axis=-1)
       return apply_layer(h, layers[-1].kernel, layers[-1].bias)
 

@@ -177,6 +177,19 @@ def test_lanczos_handles_more_steps_than_dimensions():
   assert bool(jnp.all(jnp.isfinite(u)))
 
 
+@pytest.mark.parametrize("shape", [(20, 2), (12, 4), (2, 20), (5, 1), (1, 5)])
+def test_lanczos_is_exact_once_the_krylov_space_is_full(shape):
+  # A wide operator (more inputs than outputs) needs one step more than its output dimension: the
+  # start vector plus range(A^T). Capping at the output dimension left the top direction out
+  # (a 20 -> 2 layer estimated at 0.98 had norm 1.115; issue #32).
+  w = jax.random.normal(jax.random.key(4), shape)
+  exact = np.linalg.svd(np.asarray(w, np.float64), compute_uv=False)[0]
+  for seed in range(3):
+    u0 = jax.random.normal(jax.random.key(seed), (shape[0],))
+    sigma, _ = spectral.lanczos_iteration(lambda u: u @ w, u0, 50)
+    assert float(sigma) == pytest.approx(exact, rel=1e-5)
+
+
 def test_lanczos_sigma_is_differentiable_in_the_weights():
   w = jax.random.normal(jax.random.key(5), (6, 6))
   u0 = jax.random.normal(jax.random.key(6), (6,))

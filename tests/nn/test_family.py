@@ -247,3 +247,54 @@ def test_flow_rejects_unknown_block_type():
   flow = IResNetFlow(data_shape=(2,), stages=(), fc_blocks=1, block_type="coupling")
   with pytest.raises(ValueError, match="block_type"):
     flow.init(jax.random.key(0), jnp.zeros((2, 2)), estimator=ExactLogDet())
+
+
+def test_a_registered_activation_trains_and_certifies():
+  # One public call makes an activation usable in a model and in its certificate (issue #28).
+  def half_softsign(x):  # Lipschitz constant 1/2 (softsign is 1-Lipschitz)
+    return 0.5 * jax.nn.soft_sign(x)
+
+  record = activations.register_activation("test_half_softsign", half_softsign, lipschitz=0.5, overwrite=True)
+  assert activations.get_activation("test_half_softsign") is record
+  spec = ResidualSpec(hidden=8, dense_layers=2, activation="test_half_softsign", preactivation=True)
+  flow = IResNetFlow(data_shape=(3,), stages=(), fc_blocks=2, fc_residual=spec)
+  x = jax.random.normal(jax.random.key(0), (16, 3))
+  variables = flow.init(jax.random.key(1), x, estimator=ExactLogDet())
+  log_prob, grads = jax.value_and_grad(lambda p: flow.apply({**variables, "params": p}, x,
+                                                              estimator=ExactLogDet()).mean())(variables["params"])
+  assert np.isfinite(float(log_prob)) and all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads))
+  certificate = iresflow.certify(flow, variables)
+  # Two activations per block (pre-activation + between the layers), each 1/2: the bound is a quarter of
+  # the product of the layers' norms.
+  for block in certificate.blocks:
+    assert block.activation_lipschitz == pytest.approx(0.25)
+    assert block.lipschitz_bound == pytest.approx(0.25 * math.prod(layer.bound for layer in block.layers))
+  assert certificate.certified
+  # The bound is an upper bound of the exact Jacobian norms of g.
+  for view in flow.blocks(variables):
+    jac = jax.vmap(jax.jacfwd(lambda v: view.residual(v[None])[0]))(x)
+    largest = np.linalg.svd(np.asarray(jac, np.float64), compute_uv=False).max()
+    assert largest <= 1.000001 * view_bound(certificate, view)
+
+
+def view_bound(certificate, view):
+  return next(block.lipschitz_bound for block in certificate.blocks if block.name == view.name)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(name="", function=jax.nn.elu, lipschitz=1.0), "name"),
+    (dict(name="elu", function=jax.nn.elu, lipschitz=1.0), "already registered"),
+    (dict(name="x1", function="elu", lipschitz=1.0), "function"),
+    (dict(name="x2", function=jax.nn.elu, lipschitz=0.0), "lipschitz"),
+    (dict(name="x3", function=jax.nn.elu, lipschitz=float("inf")), "lipschitz"),
+    (dict(name="x4", function=jax.nn.elu, lipschitz=1.0, width_factor=0), "width_factor"),
+    (dict(name="x5", function=jax.nn.elu, lipschitz=1.0, width_factor=2), "shape"),  # does not double the width
+    (dict(name="x6", function=lambda x: x[..., 0], lipschitz=1.0), "shape"),
+    (dict(name="x7", function=jnp.tanh, lipschitz=1.0, learnable=True), "beta"),  # takes no beta
+])
+def test_register_activation_rejects_bad_records_before_any_model_is_built(kwargs, match):
+  with pytest.raises((ValueError, TypeError), match=match):
+    activations.register_activation(**kwargs)
+  assert kwargs["name"] in ("", "elu") or kwargs["name"] not in activations.ACTIVATIONS
+  with pytest.raises(ValueError, match="activation: expected one of"):
+    ResidualSpec(activation="no_such_activation")

@@ -1,7 +1,11 @@
-"""Two processes on loopback (jax.distributed on CPU) run ``train_and_evaluate`` like one process.
+"""The README's multi-host command, run as users type it: ``experiments/train.py`` as two processes on
+loopback (``--coordinator_address --num_processes --process_id``; jax.distributed on CPU with gloo).
 
-Same training (losses, final parameters), same sharded evaluation (test bits/dim, certificate,
-inverse), and only process 0 writes files (multiprocess_check.py makes any other write an error).
+It must train and evaluate exactly like the single-process command: same losses, same final
+parameters, same sharded evaluation (test bits/dim, certificate, inverse), and only process 0 writes
+files: a ``sitecustomize`` module on the subprocesses' path makes any write into the workdir by another
+process an error (outside ``checkpoints/``, which Orbax coordinates across processes), without
+touching the command itself.
 """
 
 import json
@@ -11,13 +15,33 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from iresflow.train.checkpoint import Checkpointer
 from tests import helpers
 
-
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-SCRIPT = str(ROOT / "tests" / "train" / "multiprocess_check.py")
+# The README's command (experiments/configs/digits_flow.py), shrunk only by its own config flags.
+COMMAND = [sys.executable, "experiments/train.py", "--config", "experiments/configs/digits_flow.py",
+           "--config.num_steps=4", "--config.model.stages=(1, 1)", "--config.model.residual.hidden=8",
+           "--config.batch_size=16", "--config.log_every=2", "--config.checkpoint_every=2", "--config.warmup_steps=0",
+           "--config.eval_batch_size=32", "--config.num_eval_examples=48", "--config.num_samples=4",
+           "--config.eval_refresh_iterations=1", "--config.estimator.n_terms=3"]
+
+GUARD = '''
+import builtins, os, sys
+root = os.environ.get("IRESFLOW_TEST_GUARD_WORKDIR")
+if root and "--process_id=0" not in sys.argv:
+  root = os.path.abspath(root)
+  real_open = builtins.open
+  def guarded(file, mode="r", *args, **kwargs):
+    path = os.path.abspath(os.fspath(file)) if isinstance(file, (str, bytes, os.PathLike)) else ""
+    if (path.startswith(root + os.sep) and not path.startswith(os.path.join(root, "checkpoints") + os.sep)
+        and any(flag in mode for flag in "wax+")):
+      raise AssertionError(f"a process other than 0 wrote {path}")
+    return real_open(file, mode, *args, **kwargs)
+  builtins.open = guarded
+'''
 
 
 def _free_port() -> int:
@@ -31,28 +55,39 @@ def _train_losses(workdir):
     return [r["loss"] for r in map(json.loads, f) if r["split"] == "train"]
 
 
-def test_two_processes_run_train_and_evaluate_like_one(tmp_path):
-  env = helpers.subprocess_env(ROOT)
-  single, double = tmp_path / "single", tmp_path / "double"
-  port = str(_free_port())
-  # The single-process reference and the two processes run at the same time (they share nothing).
-  commands = [[SCRIPT, "0", "1", "0", str(single), str(tmp_path / "single.json")]]
-  commands += [[SCRIPT, str(i), "2", port, str(double), str(tmp_path / f"p{i}.json")] for i in range(2)]
-  processes = [subprocess.Popen([sys.executable] + command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True) for command in commands]
-  for process in processes:
-    _, stderr = process.communicate(timeout=900)
-    assert process.returncode == 0, stderr[-3000:]
+def _printed_results(stdout: str) -> dict:
+  """The results JSON that experiments/train.py prints last."""
+  stdout = "\n" + stdout
+  return json.loads(stdout[stdout.rindex("\n{") + 1:])
 
-  reference = json.loads((tmp_path / "single.json").read_text())
-  first, second = (json.loads((tmp_path / f"p{i}.json").read_text()) for i in range(2))
-  assert reference["devices"] == 1 and first["devices"] == 2 and first["processes"] == 2
-  assert first["results"] == second["results"]  # every process gets the whole evaluation
-  expected, got = reference["results"], first["results"]
-  assert got["test_bits_per_dim"] == pytest_approx(expected["test_bits_per_dim"])
-  assert got["max_lipschitz_bound"] == pytest_approx(expected["max_lipschitz_bound"])
-  assert got["certified"] and got["inverse_not_converged"] == 0 and got["samples_not_converged"] == 0
-  assert json.loads((double / "results.json").read_text()) == got  # written once, by process 0
+
+def test_the_readme_multi_host_command_runs_like_one_process(tmp_path):
+  guard = tmp_path / "guard"
+  guard.mkdir()
+  (guard / "sitecustomize.py").write_text(GUARD)
+  single, double = tmp_path / "single", tmp_path / "double"
+  env = helpers.subprocess_env(ROOT)
+  env["PYTHONPATH"] = f"{guard}:{env['PYTHONPATH']}"
+  env["IRESFLOW_TEST_GUARD_WORKDIR"] = str(double)
+  port = _free_port()
+  # The single-process reference and the two processes run at the same time (they share nothing).
+  commands = [COMMAND + ["--workdir", str(single)]]
+  commands += [COMMAND + ["--workdir", str(double), f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2",
+                          f"--process_id={i}"] for i in range(2)]
+  processes = [subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+               for command in commands]
+  outputs = []
+  for process in processes:
+    stdout, stderr = process.communicate(timeout=900)
+    assert process.returncode == 0, stderr[-3000:]
+    outputs.append(_printed_results(stdout))
+
+  reference, first, second = outputs
+  assert first == second  # every process gets the whole evaluation
+  assert first["test_bits_per_dim"] == pytest.approx(reference["test_bits_per_dim"], rel=1e-5)
+  assert first["max_lipschitz_bound"] == pytest.approx(reference["max_lipschitz_bound"], rel=1e-5)
+  assert first["certified"] and first["inverse_not_converged"] == 0 and first["samples_not_converged"] == 0
+  assert json.loads((double / "results.json").read_text()) == first  # written once, by process 0
   np.testing.assert_allclose(_train_losses(double), _train_losses(single), rtol=1e-5)
 
   states = []
@@ -60,17 +95,8 @@ def test_two_processes_run_train_and_evaluate_like_one(tmp_path):
     checkpointer = Checkpointer(str(workdir / "checkpoints"))
     states.append(checkpointer.restore_raw())
     checkpointer.close()
-  leaves = [(a, b) for a, b in zip(_leaves(states[0]["params"]), _leaves(states[1]["params"]))]
-  assert len(leaves) > 5
-  for a, b in leaves:
-    np.testing.assert_allclose(b, a, atol=1e-5, rtol=1e-4)
-
-
-def _leaves(tree):
   import jax
-  return [np.asarray(leaf) for leaf in jax.tree.leaves(tree)]
-
-
-def pytest_approx(value):
-  import pytest
-  return pytest.approx(value, rel=1e-5)
+  pairs = list(zip(jax.tree.leaves(states[0]["params"]), jax.tree.leaves(states[1]["params"])))
+  assert len(pairs) > 5
+  for a, b in pairs:
+    np.testing.assert_allclose(np.asarray(b), np.asarray(a), atol=1e-5, rtol=1e-4)
