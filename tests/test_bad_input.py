@@ -46,7 +46,7 @@ CASES = [
      TypeError, "estimator"),
     ("an estimator that is not one", lambda _: IResNetFlow(**FLOW).init(jax.random.key(0), jnp.ones((2, 8, 8, 1)),
                                                                          estimator="exact"),
-     TypeError, "estimator: expected ExactLogDet"),
+     TypeError, "estimator: expected a log-det estimator"),
     ("coeff >= 1", lambda _: LipschitzConstraint(coeff=1.0),
      ValueError, r"coeff: expected a contraction coefficient in the open interval \(0, 1\)"),
     ("coeff <= 0", lambda _: ResidualSpec(constraint=LipschitzConstraint(coeff=-0.5)), ValueError, "coeff"),

@@ -1,7 +1,8 @@
 """Log-determinant estimators as small frozen settings objects: ``estimator(key, g, x) -> (g(x), logdet)``.
 
-Every invertible piece's ``forward_and_log_det(x, *, estimator=...)`` takes one of these, so a model
-trains with a cheap estimator and evaluates with an exact or unbiased one from the same variables:
+Every invertible piece's ``forward_and_log_det(x, *, estimator=...)`` takes one, so a model trains with
+a cheap estimator and evaluates with an exact or unbiased one from the same variables. What an
+estimator is, is the :class:`LogDetEstimator` protocol; the library's three:
 
 * :class:`ExactLogDet` -- ``jax.jacfwd`` + ``slogdet`` (:func:`~iresflow.core.logdet.exact_logdet`); small inputs.
 * :class:`PowerSeries` -- the truncated series of Algorithm 2 with Hutchinson probes
@@ -14,7 +15,8 @@ The block decides which log-det it needs: ``estimator(key, g, x, transform='cayl
 settings (see :mod:`iresflow.core.logdet`).
 
 They are frozen dataclasses: hashable (a static argument of ``jax.jit``), checked when built, and
-printable as the sentence a result table needs (:meth:`describe`).
+printable as the sentence a result table needs (:meth:`describe`). A user-defined estimator needs only
+the protocol; :func:`register_estimator` gives it a ``kind`` name for training configs.
 
 Precision policy. The series estimators compute ``g(x)`` and the series (every vector-Jacobian
 product, forward and backward) at ``precision`` and in ``compute_dtype``; the defaults (JAX's default
@@ -27,12 +29,41 @@ fixed-point inverse, the certificate and :class:`ExactLogDet` (see :mod:`iresflo
 from __future__ import annotations
 
 import dataclasses
-from typing import ClassVar, Union
+import inspect
+import math
+import types
+from typing import Callable, ClassVar, Protocol, Sequence, runtime_checkable
 
 import jax
 import jax.numpy as jnp
 
 from iresflow.core import logdet, loops, precision as precision_lib, validation
+
+
+@runtime_checkable
+class LogDetEstimator(Protocol):
+  """What every log-det estimator is; blocks, flows and the trainer use nothing else of it.
+
+  Attributes:
+    needs_key: whether :meth:`__call__` draws random numbers (blocks then pass a key from the
+      ``'logdet'`` RNG stream; otherwise ``key`` is None).
+  """
+
+  needs_key: ClassVar[bool]
+
+  def __call__(self, key: jax.Array | None, g: Callable[[jax.Array], jax.Array], x: jax.Array, *,
+               transform: str = "residual") -> tuple[jax.Array, jax.Array]:
+    """``(g(x), logdet)`` for a batch ``x`` ``(batch, ...)``: ``ln det(I + J_g(x))`` per example, shape
+    ``(batch,)`` (``transform='residual'``, eq. 4), or ``ln det(I - J_g) - ln det(I + J_g)``
+    (``'cayley'``, Monotone Flows). Differentiable in ``x`` and in what ``g`` closes over."""
+
+  def describe(self) -> str:
+    """One sentence for result tables: what computed the log-det, and its bias."""
+
+  def bias_bound(self, lipschitz: Sequence[float], dim: int, *, transform: str = "residual") -> float | None:
+    """An upper bound on ``|E[estimate] - ln det|``, in nats per example, summed over blocks whose
+    ``Lip(g_t) <= lipschitz[t]`` and whose dimension is at most ``dim``: 0 for an exact or unbiased
+    estimator, ``inf`` where a constant is not below 1, None if the estimator cannot bound it."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,6 +87,10 @@ class ExactLogDet:
 
   def describe(self) -> str:
     return "exact log-det (jax.jacfwd + slogdet): no estimator bias"
+
+  def bias_bound(self, lipschitz: Sequence[float], dim: int, *, transform: str = "residual") -> float:
+    del lipschitz, dim, transform
+    return 0.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,6 +151,10 @@ class PowerSeries:
   def describe(self) -> str:
     return f"power series, {self.n_terms} terms, {self.n_probes} {self.probe} probes" + _describe_policy(self)
 
+  def bias_bound(self, lipschitz: Sequence[float], dim: int, *, transform: str = "residual") -> float:
+    """Theorem 3 for each block, summed: the truncation bias of ``n_terms`` terms."""
+    return _truncation_bias(lipschitz, dim, self.n_terms, transform)
+
 
 @dataclasses.dataclass(frozen=True)
 class Roulette:
@@ -126,7 +165,7 @@ class Roulette:
     distribution: ``'geometric'`` or ``'poisson'`` for the number of extra terms.
     geometric_p: success probability of the geometric distribution.
     poisson_rate: mean of the Poisson distribution.
-    max_terms: cap on the number of terms (a bias below float32 resolution with the defaults).
+    max_terms: cap on the number of terms; the expectation is the series truncated there (:meth:`bias_bound`).
     n_probes: Hutchinson probes per example.
     probe: ``'gaussian'`` or ``'rademacher'``.
     unroll: trace the exact terms one by one (the random extra terms always run in a loop).
@@ -179,16 +218,66 @@ class Roulette:
     return (f"unbiased Russian-roulette series ({self.n_exact_terms} exact terms, {self.distribution}, at most "
             f"{self.max_terms} terms), {self.n_probes} {self.probe} probes" + _describe_policy(self))
 
+  def bias_bound(self, lipschitz: Sequence[float], dim: int, *, transform: str = "residual") -> float:
+    """The cap's bias: the estimate's expectation is the series truncated at ``max_terms`` (every term up
+    to the cap is reweighted by ``1 / P(reaching it)``), so Theorem 3 at ``max_terms`` bounds it."""
+    return _truncation_bias(lipschitz, dim, self.max_terms, transform)
 
-LogDetEstimator = Union[ExactLogDet, PowerSeries, Roulette]
-ESTIMATORS = {"exact": ExactLogDet, "series": PowerSeries, "roulette": Roulette}
+
+def _truncation_bias(lipschitz: Sequence[float], dim: int, n_terms: int, transform: str) -> float:
+  """``sum_t`` Theorem 3's bound for ``n_terms`` terms at ``Lip(g_t) <= lipschitz[t]``; inf if one is >= 1."""
+  total = 0.0
+  for value in lipschitz:
+    if not 0.0 <= value < 1.0:
+      return math.inf
+    total += logdet.series_truncation_bound(float(value), dim, n_terms, transform=transform)
+  return total
+
+
+_KINDS: dict[str, type] = {"exact": ExactLogDet, "series": PowerSeries, "roulette": Roulette}
+
+# The estimators a training config can name in ``estimator.kind`` (read-only; see :func:`register_estimator`).
+ESTIMATORS = types.MappingProxyType(_KINDS)
+
+
+def register_estimator(kind: str, estimator_class: type, *, overwrite: bool = False) -> None:
+  """Lets training configs name a user-defined estimator: ``config.estimator = dict(kind=kind, ...)``.
+
+  Args:
+    kind: the name configs use.
+    estimator_class: a class whose instances satisfy :class:`LogDetEstimator`, built from keyword
+      arguments (the config's settings besides ``kind``), e.g. a frozen dataclass.
+    overwrite: replace a kind already registered.
+
+  Raises:
+    ValueError, TypeError: naming the argument that is wrong.
+  """
+  if not isinstance(kind, str) or not kind:
+    raise TypeError(f"kind: expected a non-empty string, got {kind!r}")
+  if kind in _KINDS and not overwrite:
+    raise ValueError(f"kind: estimator kind {kind!r} is already registered; pass overwrite=True to replace it")
+  if not isinstance(estimator_class, type):
+    raise TypeError(f"estimator_class: expected a class, got {estimator_class!r}")
+  missing = [name for name in ("needs_key", "__call__", "describe", "bias_bound") if not hasattr(estimator_class, name)]
+  if missing:
+    raise TypeError(f"estimator_class: {estimator_class.__name__} lacks {missing} of the LogDetEstimator protocol")
+  _KINDS[kind] = estimator_class
+
+
+def estimator_settings(kind: str) -> tuple[str, ...]:
+  """The keyword settings of estimator ``kind`` (its constructor's parameters)."""
+  if kind not in _KINDS:
+    raise ValueError(f"estimator.kind: expected one of {sorted(_KINDS)}, got {kind!r}")
+  return tuple(name for name, parameter in inspect.signature(_KINDS[kind]).parameters.items()
+               if parameter.kind in (parameter.POSITIONAL_OR_KEYWORD, parameter.KEYWORD_ONLY))
 
 
 def check_estimator(estimator, name: str = "estimator") -> None:
-  """Raises ``TypeError`` unless ``estimator`` is one of the estimator objects of this module."""
-  if not isinstance(estimator, tuple(ESTIMATORS.values())):
-    raise TypeError(f"{name}: expected ExactLogDet(), PowerSeries(...) or Roulette(...) from "
-                    f"iresflow.core, got {estimator!r}")
+  """Raises ``TypeError`` unless ``estimator`` satisfies :class:`LogDetEstimator`."""
+  if isinstance(estimator, type) or not isinstance(estimator, LogDetEstimator):
+    raise TypeError(f"{name}: expected a log-det estimator (ExactLogDet(), PowerSeries(...), Roulette(...) from "
+                    f"iresflow.core, or an object with needs_key, __call__, describe and bias_bound), got "
+                    f"{estimator!r}")
 
 
 COMPUTE_DTYPES = ("bfloat16", "float16", "float32")

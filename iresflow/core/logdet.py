@@ -415,9 +415,9 @@ def roulette_logdet(
   does not grow with ``M``.
 
   The cap: at most ``max_terms`` terms are computed, i.e. ``M`` is clipped at
-  ``max_terms - n_exact_terms``. That restores a bias of at most the Theorem 3 bound at
-  ``max_terms`` terms, times the probability of reaching the cap (``(1 - p)^{max - n_exact}`` for the
-  geometric); with the defaults it is below float32 resolution.
+  ``max_terms - n_exact_terms``. Every term up to the cap keeps its weight ``1 / P(M >= j)``, so the
+  expectation is the series truncated at ``max_terms``: a bias of at most the Theorem 3 bound at
+  ``max_terms`` terms (``Roulette.bias_bound``), which the trainer reports beside the test metric.
 
   Args:
     key: PRNG key (probes and ``M``).

@@ -12,7 +12,7 @@ from typing import Any, Mapping
 
 import flax.linen as nn
 
-from iresflow.core.estimators import ESTIMATORS, LogDetEstimator
+from iresflow.core.estimators import ESTIMATORS, LogDetEstimator, estimator_settings
 from iresflow.core.fixed_point import FixedPointSolver
 from iresflow.models import IResNetClassifier, IResNetFlow
 from iresflow.nn.residual import ResidualSpec
@@ -51,15 +51,31 @@ def residual_spec(settings: Mapping | ResidualSpec | None) -> ResidualSpec:
   return ResidualSpec(**_fields(ResidualSpec, settings, "residual"), constraint=constraint)
 
 
-def make_estimator(settings: Mapping) -> LogDetEstimator:
-  """The estimator named by ``settings['kind']`` with the settings it has (others are ignored)."""
+def make_estimator(settings: Mapping, name: str = "estimator") -> LogDetEstimator:
+  """The estimator ``settings['kind']`` (a key of ``iresflow.core.estimators.ESTIMATORS``) with its settings.
+
+  A setting left None takes the estimator's own default: configs keep every estimator's settings as
+  None placeholders, so that ``--config.estimator.kind=roulette --config.estimator.max_terms=50`` works
+  from the command line. A set value must be a setting of the chosen kind.
+
+  Raises:
+    ValueError: naming ``name.KEY`` for an unknown key, or a key of another kind that is set.
+  """
   settings = dict(_plain(settings))
   kind = settings.pop("kind", None)
   if kind not in ESTIMATORS:
-    raise ValueError(f"estimator.kind: expected one of {sorted(ESTIMATORS)}, got {kind!r}")
-  cls = ESTIMATORS[kind]
-  known = {f.name for f in dataclasses.fields(cls)}
-  return cls(**{k: v for k, v in settings.items() if k in known})
+    raise ValueError(f"{name}.kind: expected one of {sorted(ESTIMATORS)}, got {kind!r}")
+  own = estimator_settings(kind)
+  others = {key: other for other in ESTIMATORS for key in estimator_settings(other) if key not in own}
+  unknown = sorted(key for key in settings if key not in own and key not in others)
+  if unknown:
+    raise ValueError(f"{name}: unknown setting(s) {unknown} for kind {kind!r}; expected some of {sorted(own)}")
+  misplaced = sorted(key for key in settings if key in others and settings[key] is not None)
+  if misplaced:
+    raise ValueError(f"{name}: {misplaced} are not settings of kind {kind!r} (they belong to "
+                     f"{sorted({others[key] for key in misplaced})}); leave them None, or choose that kind. "
+                     f"Settings of {kind!r}: {sorted(own)}")
+  return ESTIMATORS[kind](**{key: value for key, value in settings.items() if key in own and value is not None})
 
 
 def make_solver(settings: Mapping) -> FixedPointSolver:
@@ -78,6 +94,12 @@ def build_model(config, data_shape: tuple[int, ...], num_classes: int) -> nn.Mod
   if config.task not in TASKS:
     raise ValueError(f"config.task: expected one of {TASKS}, got {config.task!r}")
   kwargs = dict(_plain(config.model))
+  cls = IResNetClassifier if config.task == "classification" else IResNetFlow
+  known = {f.name for f in dataclasses.fields(cls) if f.init and f.name not in ("parent", "name")}
+  settable = known - {"data_shape", "num_classes"}
+  unknown = sorted(set(kwargs) - settable)
+  if unknown:
+    raise ValueError(f"model: unknown setting(s) {unknown} for {cls.__name__}; expected some of {sorted(settable)}")
   for key in ("residual", "fc_residual"):
     if key in kwargs:
       kwargs[key] = residual_spec(kwargs[key])

@@ -17,6 +17,7 @@ import numpy as np
 
 from iresflow.data import (IMAGE_DATASETS, TOY_DENSITIES, BatchSampler, load_image_dataset, sample_toy)
 from iresflow.train import sharding
+from iresflow.core.estimators import estimator_settings
 from iresflow.train.builders import TASKS, build_model, make_estimator
 from iresflow.train.state import TrainState, create_optimizer
 from iresflow.train.steps import make_train_step, stop_at_first_non_finite
@@ -96,7 +97,10 @@ def make_task(config: ml_collections.ConfigDict, model, data: TrainingData):
   estimator = make_estimator(config.estimator)
   # Test metrics at full float32 matmul precision unless the config says otherwise (configs that
   # replace the whole eval_estimator dict keep that default).
-  eval_estimator = make_estimator({"precision": "highest", **dict(config.eval_estimator)})
+  eval_settings = dict(config.eval_estimator)
+  if eval_settings.get("precision") is None and "precision" in estimator_settings(eval_settings.get("kind")):
+    eval_settings["precision"] = "highest"
+  eval_estimator = make_estimator(eval_settings, "eval_estimator")
   if config.task == "hybrid":
     return HybridTask(model, preprocessing, estimator, eval_estimator, hybrid_weight=config.hybrid_weight)
   return DensityTask(model, preprocessing, estimator, eval_estimator)
