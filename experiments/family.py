@@ -21,12 +21,12 @@ Jacobians). As the trainer does, the flows are evaluated and certified (``iresfl
 more norm-estimator steps for their final parameters (``iresflow.train.workdir.evaluation_variables``).
 Writes a table, a JSON file and a figure of the toy densities.
 
-    python experiments/family.py                                # docs/family.{md,json,png}, ~47 min
-    python experiments/family.py --datasets mnist --data-dir DIR  # adds MNIST to docs/family.*, ~42 min
-    python experiments/family.py --quick --output-dir /tmp/x    # tiny, about a minute
+    python experiments/family.py --docs-dir docs                # docs/family.{md,json,png}, ~47 min
+    python experiments/family.py --datasets mnist --data-dir DIR --docs-dir docs  # adds MNIST, ~42 min
+    python experiments/family.py --quick    # tiny, every member, ~3 min on 2 CPU cores (the test runs one: ~20 s)
 
 Results of data sets not in ``--datasets``, and of members not in ``--members``, are kept from the JSON
-file already in ``--output-dir`` (so one member can be rerun alone: the budgets are wall-clock).
+file already in ``--output-dir`` (``--docs-dir``) (so one member can be rerun alone: the budgets are wall-clock).
 """
 
 from __future__ import annotations
@@ -54,6 +54,7 @@ from iresflow.nn import (ExactLogDet, FixedPointSolver, LipschitzConstraint, Pow
 from iresflow.train import create_optimizer  # noqa: E402
 from iresflow.train.fitting import fit_for_seconds  # noqa: E402
 from iresflow.train.tasks import DensityPreprocessing  # noqa: E402
+from tqdm import tqdm  # noqa: E402
 from iresflow.train.workdir import evaluation_variables  # noqa: E402
 from mnist_density import LOGIT_ALPHA, synthetic_mnist  # noqa: E402  (experiments/, the script's folder)
 
@@ -122,7 +123,8 @@ class _InitWithEstimator:
     return self.flow.init(key, x, estimator=PowerSeries(n_terms=1))
 
 
-def train_for(variables, log_prob_fn, batch_at, seconds: float, steps_per_check: int, learning_rate: float):
+def train_for(variables, log_prob_fn, batch_at, seconds: float, steps_per_check: int, learning_rate: float,
+              desc: str | None = None):
   """Adam (warm-up 100 steps, clipping 1.0) on ``-mean log p`` for ``seconds`` of training."""
   optimizer = create_optimizer("adam", learning_rate, num_steps=10**6, warmup_steps=100, grad_clip=1.0)
 
@@ -130,7 +132,8 @@ def train_for(variables, log_prob_fn, batch_at, seconds: float, steps_per_check:
     log_prob, updated = log_prob_fn(variables, x, key)
     return -jnp.mean(log_prob), updated
 
-  return fit_for_seconds(variables, loss_fn, optimizer, batch_at, seconds, jax.random.key(0), steps_per_check)
+  return fit_for_seconds(variables, loss_fn, optimizer, batch_at, seconds, jax.random.key(0), steps_per_check,
+                         desc=desc)
 
 
 @dataclasses.dataclass
@@ -244,13 +247,14 @@ def run_dataset(name: str, seconds: float, quick: bool, members=MEMBERS, data_di
       return value + pre_logdet, updated
 
     variables, steps, warmup = train_for(variables, train_log_prob, setup.batch_at, seconds, steps_per_check,
-                                         learning_rate)
+                                         learning_rate, desc=f"{name}, {member_name}: train")
     if member_name != "Glow":  # the trainer's protocol: 10 norm-estimator steps for the final parameters
       variables = evaluation_variables(model, variables["params"], variables["spectral"], 10)
     # Test: nats per example for toys; bits/dim in the data's own level space for images. The same
     # dequantisation draws and estimator keys for every model.
     values = []
-    for lo in range(0, len(setup.test), setup.eval_batch):
+    for lo in tqdm(range(0, len(setup.test), setup.eval_batch), desc=f"{name}, {member_name}: test set",
+                   unit="batch", dynamic_ncols=True, mininterval=1.0):
       x, pre_logdet = setup.continuous(jax.random.key(10_000 + lo), jnp.asarray(setup.test[lo:lo + setup.eval_batch]))
       values.append(test_log_prob(variables, x, jax.random.key(20_000 + lo)) + pre_logdet)
     log_likelihood = jnp.concatenate(values)
@@ -262,6 +266,7 @@ def run_dataset(name: str, seconds: float, quick: bool, members=MEMBERS, data_di
                                                                                                   len(grid))
     max_bound = None
     if member_name != "Glow":
+      print(f"{name}, {member_name}: certifying every block...", flush=True)
       certificate = iresflow.certify(model, variables)
       certified, max_bound = certificate.certified, certificate.max_lipschitz_bound
     results[member_name] = {
@@ -279,7 +284,8 @@ def run_dataset(name: str, seconds: float, quick: bool, members=MEMBERS, data_di
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--quick", action="store_true", help="tiny sizes and budgets (synthetic images for mnist)")
-  parser.add_argument("--output-dir", default=os.path.join(ROOT, "docs"))
+  parser.add_argument("--output-dir", "--docs-dir", dest="output_dir", default=os.path.join("workdirs", "family"),
+                      help="results folder (--docs-dir docs: the committed results)")
   parser.add_argument("--toy-seconds", type=float, default=None, help="training seconds per model on a toy (45)")
   parser.add_argument("--digits-seconds", type=float, default=None, help="training seconds per model on digits (180)")
   parser.add_argument("--mnist-seconds", type=float, default=None, help="training seconds per model on MNIST (240)")

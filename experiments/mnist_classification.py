@@ -11,13 +11,14 @@ inverse (``IResNetClassifier.inverse``). The ResNet twin's features go through t
 which nothing makes converge.
 
     python -m iresflow.data.prepare mnist --data-dir ~/tensorflow_datasets        # once (~30 s)
-    python experiments/mnist_classification.py --data-dir ~/tensorflow_datasets   # 2 runs + inverse
-    python experiments/mnist_classification.py --quick --output-dir /tmp/x       # synthetic data, seconds
+    python experiments/mnist_classification.py --data-dir ~/tensorflow_datasets --docs-dir docs  # 2 runs + inverse
+    python experiments/mnist_classification.py --quick       # synthetic data, ~25 s on 2 CPU cores
 
 ``--models i-ResNet`` (or ``"ResNet twin"``) runs one of the two.
 
 Writes ``mnist_classification.json``, ``mnist_classification.md`` and
-``mnist_classification_inverse.png`` into ``--output-dir`` (default ``docs/``).
+``mnist_classification_inverse.png`` into ``--output-dir``
+(default ``workdirs/mnist_classification``; ``--docs-dir docs`` for the committed results).
 """
 
 from __future__ import annotations
@@ -98,7 +99,9 @@ def main() -> None:
   parser.add_argument("--data-dir", default=None, help="TFDS data_dir holding the prepared mnist")
   parser.add_argument("--steps", type=int, default=None, help="training steps (default: the config's)")
   parser.add_argument("--quick", action="store_true", help="synthetic data, tiny model, 3 steps")
-  parser.add_argument("--output-dir", default=os.path.join(ROOT, "docs"))
+  parser.add_argument("--output-dir", "--docs-dir", dest="output_dir",
+                      default=os.path.join("workdirs", "mnist_classification"),
+                      help="results folder (--docs-dir docs: the committed results)")
   parser.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS))
   args = parser.parse_args()
   runs, inverses = {}, {}
@@ -106,14 +109,15 @@ def main() -> None:
   # --quick: the trainer reads the synthetic images in place of MNIST.
   synthetic = (mock.patch("iresflow.train.setup.load_image_dataset", synthetic_mnist_loader) if args.quick
                else contextlib.nullcontext())
-  test_images = load_data("mnist", data_dir=args.data_dir).test_images[:16 if args.quick else N_INVERTED]
+  data = load_data("mnist", data_dir=args.data_dir)
+  test_images = data.test_images[:16 if args.quick else N_INVERTED]
+  test_set = f"{len(data.test_images):,} {'synthetic ' if args.quick else ''}test images"
   with tempfile.TemporaryDirectory() as tmp, synthetic:
     for name in args.models:
       coeff = MODELS[name]
       config = load_config(os.path.join(HERE, "configs", "mnist_classifier_cpu.py"))
       config.data_dir = args.data_dir
       config.model.residual.constraint.coeff = coeff
-      config.progress = False
       if args.steps:
         config.num_steps = args.steps
       if args.quick:
@@ -134,7 +138,7 @@ def main() -> None:
 
   os.makedirs(args.output_dir, exist_ok=True)
   figure(inverses, os.path.join(args.output_dir, "mnist_classification_inverse.png"))
-  rows = ["| model | c | steps | test error % (10,000 images) | certified (max Lip(g) bound) | inverse from features: "
+  rows = [f"| model | c | steps | test error % ({test_set}) | certified (max Lip(g) bound) | inverse from features: "
           f"max error, not converged (of {len(test_images)}) | train + eval (s) |", "|---|---:|---:|---:|---|---|---:|"]
   for name, r in runs.items():
     certified = (f"{'yes' if r['certified'] else '**no**'} ({r['max_lipschitz_bound']:.4f})" if "certified" in r

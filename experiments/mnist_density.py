@@ -26,12 +26,12 @@ log-det (``jax.jacfwd`` + ``slogdet`` per block) on 100 test images, next to the
 (2 exact terms), whose weights ``2^k`` on terms that shrink like ``Lip^k`` give it a heavy tail.
 
     python -m iresflow.data.prepare mnist --data-dir ~/tensorflow_datasets        # once (~30 s)
-    python experiments/mnist_density.py --data-dir ~/tensorflow_datasets          # 3 x 20 min + evals
-    python experiments/mnist_density.py --quick --output-dir /tmp/x               # synthetic data, seconds
+    python experiments/mnist_density.py --data-dir ~/tensorflow_datasets --docs-dir docs  # 3 x 20 min + evals
+    python experiments/mnist_density.py --quick               # synthetic data, ~30 s on 2 CPU cores
     python experiments/mnist_density.py --flops --data-dir ~/tensorflow_datasets  # FLOPs per training step
 
 Writes ``mnist_density.json``, ``mnist_density.md``, ``mnist_density_curve.png`` and one sample grid
-per model into ``--output-dir`` (default ``docs/``).
+per model into ``--output-dir`` (default ``workdirs/mnist_density``; ``--docs-dir docs`` for the committed results).
 """
 
 from __future__ import annotations
@@ -327,7 +327,9 @@ def curve_figure(curves: dict, path: str) -> None:
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--data-dir", default=None, help="TFDS data_dir holding the prepared mnist")
-  parser.add_argument("--output-dir", default=os.path.join(ROOT, "docs"))
+  parser.add_argument("--output-dir", "--docs-dir", dest="output_dir",
+                      default=os.path.join("workdirs", "mnist_density"),
+                      help="results folder (--docs-dir docs: the committed results)")
   parser.add_argument("--minutes", type=float, default=20.0, help="training budget per model")
   parser.add_argument("--hidden", type=int, default=32)
   parser.add_argument("--models", nargs="+", default=["iresnet", "glow", "normflows"])
@@ -397,7 +399,8 @@ def main() -> None:
 
   curve_figure({e["name"]: e["curve"] for e in results["models"].values()},
                os.path.join(args.output_dir, "mnist_density_curve.png"))
-  rows = ["| model | parameters | steps in the budget | test bits/dim ± s.e. (10,000 images) | certified |",
+  test_set = f"{results['n_test']:,} {'synthetic ' if data.name == 'synthetic' else ''}test images"
+  rows = [f"| model | parameters | steps in the budget | test bits/dim ± s.e. ({test_set}) | certified |",
           "|---|---:|---:|---:|---|"]
   for key, e in results["models"].items():
     certified = (f"yes (max Lip(g) bound {e['max_lipschitz_bound']:.4f})" if e.get("certified") else

@@ -12,10 +12,11 @@ the exact log-det on the 360 test digits (17 levels), after the trainer's 10 nor
 steps, and certified (``iresflow.certify``). The spectral-norm estimates, the inverse and the
 certificate run at 'highest' in float32 under either policy. On a CPU every matmul precision setting
 computes in float32, so the TF32 / bfloat16 *precision* settings cannot change a number here; the
-bfloat16 *compute dtype* can, and is what this measures. Writes ``docs/precision_policy.{md,json}``.
+bfloat16 *compute dtype* can, and is what this measures. Writes
+``precision_policy.{md,json}`` (``--docs-dir docs``: the committed ones).
 
-    python experiments/precision_policy.py                          # 3 seeds x 2 policies, ~15 min on 2 CPUs
-    python experiments/precision_policy.py --quick --output-dir /tmp/x  # tiny (seconds)
+    python experiments/precision_policy.py --docs-dir docs          # 3 seeds x 2 policies, ~12 min on 2 CPUs
+    python experiments/precision_policy.py --quick  # tiny, under 10 s on 2 CPU cores
 """
 
 from __future__ import annotations
@@ -40,7 +41,6 @@ def config_for(policy: str, seed: int, quick: bool):
   config = load_config(os.path.join(ROOT, "experiments", "configs", "digits_flow.py"))
   config.seed = seed
   config.estimator.compute_dtype = POLICIES[policy]
-  config.progress = False
   if quick:
     config.model.stages = (1,)
     config.model.residual.hidden = 4
@@ -100,7 +100,7 @@ def summarize(runs: dict[str, list[dict]]) -> dict:
 def write_table(results: dict, path: str) -> None:
   summary = results["summary"]
   lines = ["# Training precision policy: bfloat16 g and series vs float32 (issue #15)", "",
-           f"Command: `python experiments/precision_policy.py{' --quick' if results['quick'] else ''}` "
+           f"Command: `python experiments/precision_policy.py{' --quick' if results['quick'] else ' --docs-dir docs'}` "
            f"(numbers in precision_policy.json; {results['backend']}). The digits flow "
            f"({results['config']}, {results['num_steps']} steps), trained per seed with each policy from the same "
            "initialisation, data order and probes; test bits/dim in the 17-level space on the 360 test digits, "
@@ -128,7 +128,9 @@ def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--quick", action="store_true")
   parser.add_argument("--seeds", type=int, default=3)
-  parser.add_argument("--output-dir", default=os.path.join(ROOT, "docs"))
+  parser.add_argument("--output-dir", "--docs-dir", dest="output_dir",
+                      default=os.path.join("workdirs", "precision_policy"),
+                      help="results folder (--docs-dir docs: the committed results)")
   args = parser.parse_args()
   seeds = range(1 if args.quick else args.seeds)
   runs = {policy: [] for policy in POLICIES}

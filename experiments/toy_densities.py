@@ -12,8 +12,8 @@ width is chosen to match the i-ResNet's count):
 Writes a figure (per row: data, then each model's density and 20,000 of its samples) and a table of
 test log-likelihoods (nats, on fresh samples).
 
-    python experiments/toy_densities.py                          # docs/toy_densities.png + .md
-    python experiments/toy_densities.py --quick --output-dir /tmp/x   # seconds
+    python experiments/toy_densities.py --docs-dir docs          # docs/toy_densities.png + .md
+    python experiments/toy_densities.py --quick   # ~10 s on 2 CPU cores
 """
 
 from __future__ import annotations
@@ -53,13 +53,16 @@ def train(model, variables, log_prob_fn, toy: str, steps: int, batch: int, seed:
     log_prob, updated = log_prob_fn(variables, x, key)
     return -jnp.mean(log_prob), updated
 
-  return fit(variables, loss_fn, optimizer, lambda i: data[i], steps, jax.random.key(seed))
+  return fit(variables, loss_fn, optimizer, lambda i: data[i], steps, jax.random.key(seed),
+             desc=f"{toy}, {type(model).__name__}: train")
 
 
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--quick", action="store_true", help="tiny sizes (seconds)")
-  parser.add_argument("--output-dir", default=os.path.join(ROOT, "docs"))
+  parser.add_argument("--output-dir", "--docs-dir", dest="output_dir",
+                      default=os.path.join("workdirs", "toy_densities"),
+                      help="results folder (--docs-dir docs: the committed results)")
   parser.add_argument("--steps", type=int, default=None)
   args = parser.parse_args()
   toys = TOYS[:1] if args.quick else TOYS

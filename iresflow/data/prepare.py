@@ -210,6 +210,14 @@ def _write_tfds(arrays: MnistArrays, data_dir: pathlib.Path) -> None:
       for index in range(len(images)):
         yield index, {"image": io.BytesIO(_png(images[index])), "label": int(labels[index])}
 
+    # TFDS announces the scratch folder it writes into, which is moved into place afterwards: the
+    # messages that count are this module's own.
+    def _log_download_bytes(self):
+      pass
+
+    def _log_download_done(self):
+      pass
+
   _Mnist.__module__ = "iresflow.data.prepare"  # recorded in dataset_info.json (not "__main__")
   builder = _Mnist(data_dir=str(data_dir), file_format="array_record")
   builder.download_and_prepare(download_config=tfds.download.DownloadConfig(try_download_gcs=False))
@@ -259,7 +267,11 @@ def prepare_mnist(data_dir: str | os.PathLike, *, source: str | os.PathLike | No
     if target.exists():
       shutil.move(str(target), str(scratch / "replaced"))
     os.replace(scratch / "tfds" / "mnist" / MNIST_TFDS_VERSION, target)
-  print(f"wrote {target}; read it with --dataset mnist --data-dir {data_dir}", flush=True)
+  print(f"wrote {target}. Read it with\n"
+        f"  python experiments/train.py --config experiments/configs/mnist_flow.py --workdir WORKDIR "
+        f"--config.dataset=mnist --config.data_dir={data_dir}\n"
+        f"  python experiments/mnist_density.py --data-dir {data_dir}   (also mnist_classification.py, family.py)\n"
+        f"  iresflow.data.load_image_dataset('mnist', data_dir='{data_dir}')", flush=True)
   return target
 
 

@@ -10,7 +10,7 @@ import importlib
 
 _EXPORTS = {
     "build_model": "builders", "make_estimator": "builders", "make_solver": "builders", "residual_spec": "builders",
-    "default_config": "config", "load_config": "config",
+    "ConfigError": "config", "default_config": "config", "load_config": "config",
     "Training": "setup", "TrainingData": "setup", "setup_training": "setup",
     "TrainState": "state", "create_optimizer": "state",
     "TrainingDivergedError": "trainer", "metrics_on_test_set": "trainer", "train_and_evaluate": "trainer",

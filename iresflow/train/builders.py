@@ -17,6 +17,7 @@ from iresflow.core.fixed_point import FixedPointSolver
 from iresflow.models import IResNetClassifier, IResNetFlow
 from iresflow.nn.residual import ResidualSpec
 from iresflow.nn.spectral import LipschitzConstraint
+from iresflow.train.config import ConfigError
 
 TASKS = ("density", "classification", "hybrid")
 
@@ -32,11 +33,19 @@ def _plain(value: Any) -> Any:
   return value
 
 
+def _construct(cls, name: str, **kwargs):
+  """``cls(**kwargs)``, its validation errors raised as :class:`ConfigError` naming the config entry."""
+  try:
+    return cls(**kwargs)
+  except (ValueError, TypeError) as error:
+    raise ConfigError(f"{name}: {error}") from error
+
+
 def _fields(cls, settings: Mapping, name: str) -> dict:
   known = {f.name for f in dataclasses.fields(cls)}
   unknown = sorted(set(settings) - known)
   if unknown:
-    raise ValueError(f"{name}: unknown setting(s) {unknown} for {cls.__name__}; expected some of {sorted(known)}")
+    raise ConfigError(f"{name}: unknown setting(s) {unknown} for {cls.__name__}; expected some of {sorted(known)}")
   return dict(settings)
 
 
@@ -47,8 +56,9 @@ def residual_spec(settings: Mapping | ResidualSpec | None) -> ResidualSpec:
   settings = dict(_plain(settings or {}))
   constraint = settings.pop("constraint", {})
   if not isinstance(constraint, LipschitzConstraint):
-    constraint = LipschitzConstraint(**_fields(LipschitzConstraint, _plain(constraint), "residual.constraint"))
-  return ResidualSpec(**_fields(ResidualSpec, settings, "residual"), constraint=constraint)
+    constraint = _construct(LipschitzConstraint, "residual.constraint",
+                            **_fields(LipschitzConstraint, _plain(constraint), "residual.constraint"))
+  return _construct(ResidualSpec, "residual", **_fields(ResidualSpec, settings, "residual"), constraint=constraint)
 
 
 def make_estimator(settings: Mapping, name: str = "estimator") -> LogDetEstimator:
@@ -59,28 +69,29 @@ def make_estimator(settings: Mapping, name: str = "estimator") -> LogDetEstimato
   from the command line. A set value must be a setting of the chosen kind.
 
   Raises:
-    ValueError: naming ``name.KEY`` for an unknown key, or a key of another kind that is set.
+    ConfigError: naming ``name.KEY`` for an unknown key, or a key of another kind that is set.
   """
   settings = dict(_plain(settings))
   kind = settings.pop("kind", None)
   if kind not in ESTIMATORS:
-    raise ValueError(f"{name}.kind: expected one of {sorted(ESTIMATORS)}, got {kind!r}")
+    raise ConfigError(f"{name}.kind: expected one of {sorted(ESTIMATORS)}, got {kind!r}")
   own = estimator_settings(kind)
   others = {key: other for other in ESTIMATORS for key in estimator_settings(other) if key not in own}
   unknown = sorted(key for key in settings if key not in own and key not in others)
   if unknown:
-    raise ValueError(f"{name}: unknown setting(s) {unknown} for kind {kind!r}; expected some of {sorted(own)}")
+    raise ConfigError(f"{name}: unknown setting(s) {unknown} for kind {kind!r}; expected some of {sorted(own)}")
   misplaced = sorted(key for key in settings if key in others and settings[key] is not None)
   if misplaced:
-    raise ValueError(f"{name}: {misplaced} are not settings of kind {kind!r} (they belong to "
+    raise ConfigError(f"{name}: {misplaced} are not settings of kind {kind!r} (they belong to "
                      f"{sorted({others[key] for key in misplaced})}); leave them None, or choose that kind. "
                      f"Settings of {kind!r}: {sorted(own)}")
-  return ESTIMATORS[kind](**{key: value for key, value in settings.items() if key in own and value is not None})
+  return _construct(ESTIMATORS[kind], name,
+                    **{key: value for key, value in settings.items() if key in own and value is not None})
 
 
 def make_solver(settings: Mapping) -> FixedPointSolver:
   """A :class:`FixedPointSolver` from a dict of its fields."""
-  return FixedPointSolver(**_fields(FixedPointSolver, _plain(settings), "solver"))
+  return _construct(FixedPointSolver, "solver", **_fields(FixedPointSolver, _plain(settings), "solver"))
 
 
 def build_model(config, data_shape: tuple[int, ...], num_classes: int) -> nn.Module:
@@ -92,14 +103,14 @@ def build_model(config, data_shape: tuple[int, ...], num_classes: int) -> nn.Mod
     num_classes: number of label classes (classification and hybrid).
   """
   if config.task not in TASKS:
-    raise ValueError(f"config.task: expected one of {TASKS}, got {config.task!r}")
+    raise ConfigError(f"config.task: expected one of {TASKS}, got {config.task!r}")
   kwargs = dict(_plain(config.model))
   cls = IResNetClassifier if config.task == "classification" else IResNetFlow
   known = {f.name for f in dataclasses.fields(cls) if f.init and f.name not in ("parent", "name")}
   settable = known - {"data_shape", "num_classes"}
   unknown = sorted(set(kwargs) - settable)
   if unknown:
-    raise ValueError(f"model: unknown setting(s) {unknown} for {cls.__name__}; expected some of {sorted(settable)}")
+    raise ConfigError(f"model: unknown setting(s) {unknown} for {cls.__name__}; expected some of {sorted(settable)}")
   for key in ("residual", "fc_residual"):
     if key in kwargs:
       kwargs[key] = residual_spec(kwargs[key])
@@ -107,10 +118,15 @@ def build_model(config, data_shape: tuple[int, ...], num_classes: int) -> nn.Mod
     kwargs["forward_solver"] = make_solver(kwargs["forward_solver"])
   data_shape = tuple(int(n) for n in data_shape)
   if config.task == "classification":
-    return IResNetClassifier(data_shape=data_shape, num_classes=num_classes, **kwargs)
-  if config.task == "hybrid":
     kwargs["num_classes"] = num_classes
-  if len(data_shape) == 1:
+  elif config.task == "hybrid":
+    kwargs["num_classes"] = num_classes
+  if len(data_shape) == 1 and config.task != "classification":
     kwargs.setdefault("stages", ())
     kwargs.setdefault("initial_squeeze", False)
-  return IResNetFlow(data_shape=data_shape, **kwargs)
+  model = _construct(cls, "model", data_shape=data_shape, **kwargs)
+  try:
+    model._check_config()  # the module's own checks run at init; here before any work
+  except (ValueError, TypeError) as error:
+    raise ConfigError(f"model: {error}") from error
+  return model

@@ -19,9 +19,10 @@ Every key, with its meaning:
   ``iresflow.core.estimators.register_estimator``) and that estimator's settings (see
   ``iresflow.core.estimators``). Every estimator's settings are present as None, which means the
   estimator's own default; a setting of another kind that is set, or an unknown key, is an error.
-  ``estimator.unroll`` and ``model.unroll_blocks`` left at None unroll the series and the blocks on CPU only
-  (``iresflow.core.loops``); ``estimator.remat`` left at None recomputes ``g`` in the backward pass
-  with the Neumann gradient only (``iresflow.core.PowerSeries``).
+  ``estimator.unroll`` and ``model.unroll_blocks`` left at None unroll the series and the blocks on CPU
+  only, fully connected blocks with the Neumann gradient excepted (``iresflow.core.loops``);
+  ``estimator.remat`` left at None recomputes ``g`` in the backward pass with the Neumann gradient only
+  (``iresflow.core.PowerSeries``).
   Precision policy: ``estimator.precision`` (matmul precision of ``g`` and the series; None: JAX's
   default, TensorFloat-32 on recent NVIDIA GPUs) and ``estimator.compute_dtype`` (``'bfloat16'``: ``g``
   and the series in bfloat16, sums in float32; None: float32) apply to the training step only;
@@ -50,6 +51,14 @@ import dataclasses
 import typing
 
 import ml_collections
+
+
+class ConfigError(ValueError):
+  """A setting of a training config (or a flag of the training command) is wrong; the message names it.
+
+  ``experiments/train.py`` prints the message alone for this error (no traceback: it is the user's
+  input, not a bug) and exits with status 2.
+  """
 
 
 # Where the trainer's defaults differ from the library's dataclasses, on purpose (a test checks that
@@ -155,7 +164,7 @@ def load_config(path: str) -> ml_collections.ConfigDict:
   import os
 
   if not os.path.exists(path):
-    raise FileNotFoundError(f"config: {path} not found")
+    raise ConfigError(f"config: {path} not found")
   spec = importlib.util.spec_from_file_location(os.path.splitext(os.path.basename(path))[0], path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)

@@ -4,7 +4,8 @@
 small models (the i-ResNet against a Glow-style baseline) need only this. :func:`fit_for_seconds`
 gives each model the same wall-clock budget instead of the same number of steps.
 The loss is checked on the host every ``check_every`` steps, not every step, so the steps run back
-to back; a non-finite loss stops training with an error naming the step.
+to back; a non-finite loss stops training with an error naming the step. Given a ``desc``, both
+show a progress bar with the latest loss and the time left.
 """
 
 from __future__ import annotations
@@ -16,13 +17,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from tqdm import tqdm
 
 
 def _training_steps(variables: dict, loss_fn: Callable, optimizer: optax.GradientTransformation,
                     batch_at: Callable[[int], np.ndarray], key: jax.Array, check_every: int,
                     n_steps: int | None = None):
   """Runs optimizer steps (``n_steps`` of them, or without end); after every ``check_every`` steps and at
-  the last one, synchronised with the device and the losses checked, yields ``(steps done, variables)``."""
+  the last one, synchronised with the device and the losses checked, yields ``(steps done, variables, last
+  loss)``."""
   params = variables["params"]
   rest = {k: v for k, v in variables.items() if k != "params"}
   opt_state = optimizer.init(params)
@@ -46,11 +49,12 @@ def _training_steps(variables: dict, loss_fn: Callable, optimizer: optax.Gradien
         first = i - len(values) + int(np.argmin(np.isfinite(values)))
         raise FloatingPointError(f"training diverged: loss {values[first - (i - len(values))]} at step {first}")
       losses = []
-      yield i, {"params": params, **rest}
+      yield i, {"params": params, **rest}, float(values[-1])
 
 
 def fit(variables: dict, loss_fn: Callable, optimizer: optax.GradientTransformation,
-        batch_at: Callable[[int], np.ndarray], n_steps: int, key: jax.Array, check_every: int = 100) -> dict:
+        batch_at: Callable[[int], np.ndarray], n_steps: int, key: jax.Array, check_every: int = 100, *,
+        desc: str | None = None) -> dict:
   """Minimises ``loss_fn`` over ``variables['params']`` for ``n_steps`` optimizer steps.
 
   Args:
@@ -62,6 +66,7 @@ def fit(variables: dict, loss_fn: Callable, optimizer: optax.GradientTransformat
     n_steps: number of steps.
     key: PRNG key; step ``i`` gets ``fold_in(key, i)``.
     check_every: steps between host-side checks that every loss so far is finite.
+    desc: shown with a progress bar (steps, loss, time left); None: no bar.
 
   Returns:
     The trained variables.
@@ -69,19 +74,23 @@ def fit(variables: dict, loss_fn: Callable, optimizer: optax.GradientTransformat
   Raises:
     FloatingPointError: a loss was NaN or infinite; names the first such step.
   """
-  for _, variables in _training_steps(variables, loss_fn, optimizer, batch_at, key, check_every, n_steps):
-    pass
+  bar = tqdm(total=n_steps, desc=desc, disable=desc is None, dynamic_ncols=True, mininterval=1.0)
+  for done, variables, loss in _training_steps(variables, loss_fn, optimizer, batch_at, key, check_every, n_steps):
+    bar.update(done - bar.n)
+    bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+  bar.close()
   return variables
 
 
 def fit_for_seconds(variables: dict, loss_fn: Callable, optimizer: optax.GradientTransformation,
-                    batch_at: Callable[[int], np.ndarray], seconds: float, key: jax.Array, check_every: int = 25
-                    ) -> tuple[dict, int, float]:
+                    batch_at: Callable[[int], np.ndarray], seconds: float, key: jax.Array, check_every: int = 25,
+                    *, desc: str | None = None) -> tuple[dict, int, float]:
   """Like :func:`fit`, but for a wall-clock budget: steps until ``seconds`` of training have passed.
 
   The first ``check_every`` steps (which include compilation) do not count against the budget, so
   models that compile slowly are compared on training time alone; the budget is checked every
-  ``check_every`` steps, so it can be overrun by that many steps.
+  ``check_every`` steps, so it can be overrun by that many steps. ``desc``: a progress bar over the
+  budget's seconds (with steps done and the loss).
 
   Returns:
     ``(trained variables, steps done, seconds of the first check_every steps)``.
@@ -89,10 +98,15 @@ def fit_for_seconds(variables: dict, loss_fn: Callable, optimizer: optax.Gradien
   start = time.perf_counter()
   warmup_seconds, budget_start = None, None
   done = 0
-  for done, variables in _training_steps(variables, loss_fn, optimizer, batch_at, key, check_every):
+  bar = tqdm(total=round(seconds), desc=desc, unit="s", disable=desc is None, dynamic_ncols=True, mininterval=1.0)
+  for done, variables, loss in _training_steps(variables, loss_fn, optimizer, batch_at, key, check_every):
     now = time.perf_counter()
+    bar.set_postfix(steps=done, loss=f"{loss:.4f}", refresh=False)
     if warmup_seconds is None:
       warmup_seconds, budget_start = now - start, now
-    elif now - budget_start >= seconds:
+      continue
+    bar.update(min(round(now - budget_start), bar.total) - bar.n)
+    if now - budget_start >= seconds:
       break
+  bar.close()
   return variables, done, warmup_seconds

@@ -19,28 +19,29 @@ from iresflow.data import (IMAGE_DATASETS, TOY_DENSITIES, BatchSampler, load_ima
 from iresflow.train import sharding
 from iresflow.core.estimators import estimator_settings
 from iresflow.train.builders import TASKS, build_model, make_estimator
+from iresflow.train.config import ConfigError
 from iresflow.train.state import TrainState, create_optimizer
 from iresflow.train.steps import make_train_step, stop_at_first_non_finite
 from iresflow.train.tasks import ClassificationTask, DensityPreprocessing, DensityTask, HybridTask
 
 
 def check_config(config: ml_collections.ConfigDict) -> None:
-  """Raises ``ValueError`` naming the first bad setting, before any work is done."""
+  """Raises :class:`ConfigError` (a ``ValueError``) naming the first bad setting, before any work is done."""
   if config.task not in TASKS:
-    raise ValueError(f"config.task: expected one of {TASKS}, got {config.task!r}")
+    raise ConfigError(f"config.task: expected one of {TASKS}, got {config.task!r}")
   known = IMAGE_DATASETS + (tuple(TOY_DENSITIES) if config.task == "density" else ())
   if config.task == "hybrid" and not config.hybrid_weight >= 0:
-    raise ValueError(f"config.hybrid_weight: expected a non-negative number, got {config.hybrid_weight}")
+    raise ConfigError(f"config.hybrid_weight: expected a non-negative number, got {config.hybrid_weight}")
   if config.dataset not in known:
-    raise ValueError(f"config.dataset: unknown dataset {config.dataset!r}; expected one of {list(known)}")
+    raise ConfigError(f"config.dataset: unknown dataset {config.dataset!r}; expected one of {list(known)}")
   for name in ("num_steps", "batch_size", "eval_batch_size", "finite_check_every"):
     if not isinstance(config[name], int) or config[name] < 1:
-      raise ValueError(f"config.{name}: expected a positive integer, got {config[name]!r}")
+      raise ConfigError(f"config.{name}: expected a positive integer, got {config[name]!r}")
   for name in ("log_every", "checkpoint_every", "eval_refresh_iterations"):
     if not isinstance(config[name], int) or config[name] < 0:
-      raise ValueError(f"config.{name}: expected a non-negative integer, got {config[name]!r}")
+      raise ConfigError(f"config.{name}: expected a non-negative integer, got {config[name]!r}")
   if not 0.0 <= config.ema_decay < 1.0:
-    raise ValueError(f"config.ema_decay: expected a value in [0, 1), got {config.ema_decay}")
+    raise ConfigError(f"config.ema_decay: expected a value in [0, 1), got {config.ema_decay}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,6 +152,9 @@ def setup_training(config: ml_collections.ConfigDict, data: TrainingData | None 
   model = build_model(config, data.data_shape, data.num_classes)
   task = make_task(config, model, data)
   init_key, step_key, eval_key, sample_key = jax.random.split(jax.random.key(config.seed), 4)
+  if config.batch_size > len(data.train):
+    raise ConfigError(f"config.batch_size: expected at most the {len(data.train)} training examples of "
+                      f"{config.dataset!r}, got {config.batch_size}")
   sampler = BatchSampler(len(data.train), config.batch_size, config.seed, jax.process_index(), jax.process_count())
   init_batch = task.batch(data, sampler.global_indices(0), 0)
   variables = jax.jit(task.init_variables)(init_key, init_batch)

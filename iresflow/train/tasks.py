@@ -136,7 +136,7 @@ class DensityTask:
     return results
 
   def progress(self, record: dict) -> dict:
-    return {"bits/dim" if self.preprocessing.num_levels else "nll": f"{record['loss']:.4f}"}
+    return {"loss": f"{record['loss']:.4f} {'bits/dim' if self.preprocessing.num_levels else 'nats'}"}
 
 
 @dataclasses.dataclass(frozen=True)

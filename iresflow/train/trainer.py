@@ -30,6 +30,7 @@ from tqdm import tqdm
 from iresflow.data.transforms import inverse_logit_transform
 from iresflow.train import evaluation, plots, sharding
 from iresflow.train.builders import make_solver
+from iresflow.train.config import ConfigError
 from iresflow.train.checkpoint import Checkpointer
 from iresflow.train.setup import Training, check_config, setup_training
 from iresflow.train.steps import Divergence, make_eval_step
@@ -54,7 +55,7 @@ def _check_workdir(workdir: str) -> None:
         f.write("ok")
       os.remove(probe)
   except OSError as error:
-    raise ValueError(f"workdir: {workdir!r} is not a writable directory ({error})") from error
+    raise ConfigError(f"workdir: {workdir!r} is not a writable directory ({error})") from error
 
 
 class _MetricsWriter:
@@ -115,7 +116,7 @@ def _train(training: Training, workdir: str):
           f"learning rate or raise gradient clipping and restart from it.")
 
   progress = tqdm(range(start, config.num_steps), initial=start, total=config.num_steps, desc="train",
-                  disable=not config.progress or not _is_writer(), dynamic_ncols=True, mininterval=1.0)
+                  disable=not _progress_bars(config), dynamic_ncols=True, mininterval=1.0)
   tick, tick_step = time.time(), start
   for step in progress:
     state, divergence, metrics = training.train_step(state, divergence, training.device_batch(step))
@@ -138,6 +139,11 @@ def _train(training: Training, workdir: str):
     checkpointer.save(config.num_steps, state)
   checkpointer.close()
   return state
+
+
+def _progress_bars(config) -> bool:
+  """Whether this process shows progress (``config.progress``, first process only)."""
+  return bool(config.progress) and _is_writer()
 
 
 def evaluate(training: Training, state, workdir: str) -> dict:
@@ -171,12 +177,16 @@ def metrics_on_test_set(training: Training, state) -> tuple[dict, dict, Any]:
   results: dict[str, Any] = {}
   bounds: list[float] = []
   certificate = None
+  show = _progress_bars(config)
   if "spectral" in variables:
+    if show:
+      print("certifying every block (exact or Lanczos bounds of each layer's norm)...", file=sys.stderr, flush=True)
     certificate = iresflow.certify(model, variables)
     bounds = [block.lipschitz_bound for block in certificate.blocks]
     results.update(certified=certificate.certified, max_lipschitz_bound=certificate.max_lipschitz_bound)
   eval_step = make_eval_step(task, training.keys["eval"])
-  per_example = evaluation.map_batches(eval_step, variables, (data.test,), config.eval_batch_size, training.mesh)
+  per_example = evaluation.map_batches(eval_step, variables, (data.test,), config.eval_batch_size, training.mesh,
+                                       desc=f"evaluate {len(data.test):,} test examples" if show else None)
   results.update(task.summarize(per_example, data.test_labels, bounds))
   return results, variables, certificate
 
@@ -186,16 +196,20 @@ def _evaluate_flow(training: Training, variables: dict, workdir: str, results: d
   config, model, task, data, mesh = training.config, training.model, training.task, training.data, training.mesh
   solver = make_solver(config.solver)
   x_test = np.asarray(task.model_input(training.keys["eval"], data.test[:config.eval_batch_size]))
-  report, x_back = evaluation.reconstruction_report(model, variables, x_test, solver, mesh, config.eval_batch_size)
+  show = _progress_bars(config)
+  report, x_back = evaluation.reconstruction_report(model, variables, x_test, solver, mesh, config.eval_batch_size,
+                                                    desc="invert F(test examples)" if show else None)
   sampled, samples = evaluation.sample_report(model, variables, config.num_samples, training.keys["sample"], solver,
-                                              mesh, config.eval_batch_size)
+                                              mesh, config.eval_batch_size,
+                                              desc=f"sample {config.num_samples}" if show else None)
   report.update(sampled)
   metric = f"test_{task.preprocessing.metric}"
   if data.num_levels is None:  # 2-D data: density, data and samples side by side
     extent = 4.5
-    grid, log_density = evaluation.log_density_grid(model, variables, extent, 120, mesh, config.eval_batch_size)
+    grid, log_density = evaluation.log_density_grid(model, variables, extent, 120, mesh, config.eval_batch_size,
+                                                    desc="density on a grid" if show else None)
     _, many = evaluation.sample_report(model, variables, 5000, training.keys["sample"], solver, mesh,
-                                       config.eval_batch_size)
+                                       config.eval_batch_size, desc="sample 5,000 for the figure" if show else None)
     if _is_writer():
       plots.density_figure(data.test, many, grid, log_density, extent, os.path.join(workdir, "density.png"),
                            f"{config.dataset}: test NLL {results[metric]:.3f} nats")

@@ -1,8 +1,11 @@
 """`python -m iresflow.data.prepare mnist`: a small synthetic file in mnist.pkl.gz's format, never the network."""
 
 import gzip
+import os
+import pathlib
 import pickle
 import subprocess
+import sys
 import zipfile
 
 import numpy as np
@@ -14,6 +17,7 @@ pytest.importorskip("PIL")
 from iresflow.data import load_image_dataset  # noqa: E402
 from iresflow.data import prepare  # noqa: E402
 
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 SIZES = (7, 3, 5)  # the pickle's train, valid and test parts
 
 
@@ -181,3 +185,25 @@ def test_command_line_reports_errors(synthetic, tmp_path, capsys):
     prepare.main(["mnist", "--data-dir", str(tmp_path / "tfds"), "--from", str(pkl)])
   assert exit_info.value.code == 2
   assert "expected 60000 training" in capsys.readouterr().err
+
+
+def test_the_printed_command_reads_the_prepared_data(synthetic, tmp_path, capsys):
+  """The message names the real folder (not TFDS's scratch one), and its train.py flags are accepted.
+
+  The synthetic dataset has 10 training images, fewer than the MNIST config's batch: the run stops with
+  that message alone, which it can only say after the flags parsed and the data was read.
+  """
+  pkl, _, expected, _ = synthetic
+  data_dir = tmp_path / "tfds"
+  prepare.prepare_mnist(data_dir, source=pkl, expected=expected)
+  printed = capsys.readouterr().out
+  assert ".mnist-prepare-" not in printed and "Subsequent calls" not in printed
+  command = next(line.strip() for line in printed.splitlines() if "experiments/train.py" in line)
+  assert f"--config.data_dir={data_dir}" in command
+  argv = command.replace("WORKDIR", str(tmp_path / "workdir")).split()
+  argv[0] = sys.executable
+  out = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "PYTHONPATH": str(ROOT)})
+  assert out.returncode == 2, out.stderr[-2000:]
+  assert "config.batch_size: expected at most the 10 training examples of 'mnist'" in out.stderr
+  assert "Traceback" not in out.stderr

@@ -3,6 +3,7 @@
 import json
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 
@@ -11,21 +12,41 @@ import numpy as np
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
-def test_logdet_bias_quick(tmp_path):
-  out = subprocess.run([sys.executable, str(ROOT / "experiments" / "logdet_bias.py"), "--quick",
-                        "--output-dir", str(tmp_path)], capture_output=True, text=True, timeout=600,
-                       env={**os.environ, "PYTHONPATH": str(ROOT)})
-  assert out.returncode == 0, out.stderr[-2000:]
-  assert (tmp_path / "logdet_bias.png").exists() and (tmp_path / "logdet_bias.md").exists()
-  assert "| 0.9 |" in out.stdout
+def _checkout_status() -> str | None:
+  """``git status`` of the checkout's results and scripts (None outside a git checkout).
+
+  Limited to ``docs/`` and ``experiments/``, where the scripts used to write, so that edits elsewhere
+  while the suite runs do not count.
+  """
+  out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all", "--", "docs", "experiments"],
+                       cwd=ROOT, capture_output=True, text=True)
+  return out.stdout if out.returncode == 0 else None
 
 
 def _run(script, tmp_path, *args):
-  out = subprocess.run([sys.executable, str(ROOT / "experiments" / script), "--quick", "--output-dir", str(tmp_path),
-                        *args], capture_output=True, text=True, timeout=900,
-                       env={**os.environ, "PYTHONPATH": str(ROOT)})
+  """Runs ``experiments/<script> --quick`` as a user types it, from a fresh working directory.
+
+  Without ``--output-dir``/``--docs-dir`` the results go to ``workdirs/<script>`` under the working
+  directory and the checkout is left as it was (``git status`` unchanged); they are then copied into
+  ``tmp_path`` for the test to read.
+  """
+  before = _checkout_status()
+  cwd = tmp_path / "cwd"
+  cwd.mkdir()
+  out = subprocess.run([sys.executable, str(ROOT / "experiments" / script), "--quick", *args], cwd=cwd,
+                       capture_output=True, text=True, timeout=900, env={**os.environ, "PYTHONPATH": str(ROOT)})
   assert out.returncode == 0, out.stderr[-3000:]
+  assert _checkout_status() == before, f"{script} --quick changed the checkout"
+  results = cwd / "workdirs" / pathlib.Path(script).stem
+  assert results.is_dir(), f"{script} --quick wrote nothing to {results}"
+  shutil.copytree(results, tmp_path, dirs_exist_ok=True)
   return out.stdout
+
+
+def test_logdet_bias_quick(tmp_path):
+  stdout = _run("logdet_bias.py", tmp_path)
+  assert (tmp_path / "logdet_bias.png").exists() and (tmp_path / "logdet_bias.md").exists()
+  assert "| 0.9 |" in stdout
 
 
 def test_dynamics_quick_and_the_i_resnet_never_crosses(tmp_path):
