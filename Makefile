@@ -15,8 +15,12 @@ $(STAMP): setup.cfg pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet -c constraints.txt -e ".[all,test]"
 	touch $(STAMP)
 
+# Two passes: the suite with XLA:CPU set to compile fast (tests/conftest.py), then the tests marked
+# default_xla (README examples, exact log-probs, round trips, the Monotone solve, a resumed run)
+# under XLA's default settings, the code users' programs get.
 test: $(STAMP)
-	$(PY) -m pytest -n 2 --dist worksteal --durations=25
+	$(PY) -m pytest -n 2 --dist worksteal --durations=25 -m "not default_xla"
+	IRESFLOW_TEST_XLA_OPT=1 $(PY) -m pytest -n 2 --dist worksteal --durations=10 -m default_xla
 
 demo: $(STAMP)
 	$(PY) experiments/demo.py
@@ -25,7 +29,7 @@ demo: $(STAMP)
 # vs_normflows.py took 15 and 42 min on two machines, largest_batch.py ~18 min).
 bench: $(STAMP)
 	$(PY) -m pip install --quiet -c constraints.txt -e ".[bench]"
-	$(PY) benchmarks/vs_normflows.py
+	$(PY) benchmarks/vs_normflows.py --output-dir docs
 	$(PY) benchmarks/memory.py
 	$(PY) benchmarks/largest_batch.py
 

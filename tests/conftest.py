@@ -13,7 +13,8 @@
   newer fusion emitters (``--xla_cpu_use_fusion_emitters=false``). On these small models
   compilation, not execution, is most of a test's time (measurements in docs/test_time.md). They
   change how float32 sums are rounded, not what a test checks. ``IRESFLOW_TEST_XLA_OPT=1`` keeps
-  XLA's defaults.
+  XLA's defaults: ``make test`` runs the tests marked ``default_xla`` that way, in a second pass, so
+  that a defect only XLA's default code generator shows can fail the suite.
 """
 
 import os

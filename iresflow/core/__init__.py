@@ -8,7 +8,8 @@ Modules (each readable on its own):
   roulette, exact, bounds.
 * :mod:`~iresflow.core.estimators` -- the log-det estimators as settings objects.
 * :mod:`~iresflow.core.precision` -- matmul precision for the computations that must be accurate.
-* :mod:`~iresflow.core.loops` -- rolled or unrolled loops per backend (unrolled on CPU by default).
+* :mod:`~iresflow.core.loops` -- rolled or unrolled loops per backend, block kind and gradient (blocks
+  and series terms unrolled on CPU by default, fully connected blocks with the Neumann gradient rolled).
 
 The names below are the public API of the core; everything else is an implementation detail.
 """

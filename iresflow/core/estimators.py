@@ -105,7 +105,8 @@ class PowerSeries:
     gradient: ``'backprop'`` (through every term, the paper's) or ``'neumann'`` (Residual Flows'
       Neumann-series gradient, memory flat in ``n_terms``).
     unroll: trace every term instead of one loop body (longer compile; much faster on XLA:CPU).
-      None (default): unrolled on CPU, a loop on other backends (:mod:`iresflow.core.loops`).
+      None (default): unrolled on CPU (except vector inputs with the Neumann gradient), a loop on
+      other backends (:mod:`iresflow.core.loops`).
     remat: recompute ``g``'s forward in the backward pass instead of keeping its activations
       (with ``'neumann'`` only the Neumann vector is kept): less memory, the same gradients (reverse
       mode only), one more forward of ``g`` per block (the whole series with ``'backprop'``).
@@ -169,7 +170,7 @@ class Roulette:
     n_probes: Hutchinson probes per example.
     probe: ``'gaussian'`` or ``'rademacher'``.
     unroll: trace the exact terms one by one (the random extra terms always run in a loop).
-      None (default): on CPU only (:mod:`iresflow.core.loops`).
+      None (default): on CPU only, not for vector inputs (:mod:`iresflow.core.loops`).
     remat: recompute ``g``'s forward in the backward pass, keeping only the Neumann vector (see
       ``PowerSeries``). None (default): on, as for ``PowerSeries`` with the Neumann gradient.
     precision: matmul precision of ``g`` and its vector-Jacobian products (see ``PowerSeries``).

@@ -251,7 +251,12 @@ class FixedPointSolver:
 
 
 def merge_infos(infos: FixedPointInfo, axis: int = 0) -> FixedPointInfo:
-  """Summarises per-block infos stacked along ``axis``: iterations summed, worst residual, all converged."""
+  """Summarises per-block infos stacked along ``axis``: iterations summed, worst residual, all converged.
+
+  A report, not a differentiable quantity: gradients stop here (so a merged report can be taken
+  inside ``jax.grad``).
+  """
+  infos = jax.tree.map(jax.lax.stop_gradient, infos)
   return FixedPointInfo(
       iterations=jnp.sum(infos.iterations, axis=axis),
       residual=jnp.max(infos.residual, axis=axis),

@@ -326,7 +326,8 @@ def power_series_logdet(
     unroll: trace all ``n_terms`` vector-Jacobian products instead of one loop body. Compile
       time then grows with ``n_terms``; on XLA:CPU the step runs several times faster, because
       convolutions inside a loop body are emitted as naive loops there (see docs/benchmarks.md).
-      None (default): unrolled on CPU, a loop elsewhere (:mod:`iresflow.core.loops`).
+      None (default): unrolled on CPU (except vector inputs ``(batch, d)`` with the Neumann
+      gradient), a loop elsewhere (:mod:`iresflow.core.loops`).
     remat: recompute ``g``'s forward in the backward pass instead of storing its activations;
       only ``x``, ``g``'s weights and, for ``'neumann'``, the vector ``w`` are kept. Same values
       and gradients (reverse mode only); one more forward of ``g`` (with ``'backprop'``, of the
@@ -345,7 +346,8 @@ def power_series_logdet(
     raise ValueError(f"gradient: expected one of {GRADIENTS}, got {gradient!r}")
   _check_remat(remat)
   _check_transform(transform)
-  n_unrolled = n_terms if loops.resolve_unroll(unroll) else 0
+  fully_connected_neumann = x.ndim == 2 and gradient == "neumann"  # rolled by default (iresflow.core.loops)
+  n_unrolled = n_terms if loops.resolve_unroll(unroll, fully_connected_neumann=fully_connected_neumann) else 0
   ones = _transform_weight(transform, accumulation_dtype(x.dtype))
 
   def probes(key, x):
@@ -458,7 +460,8 @@ def roulette_logdet(
     raise ValueError(f"distribution: expected one of {ROULETTE_DISTRIBUTIONS}, got {distribution!r}")
   _check_remat(remat)
   _check_transform(transform)
-  n_unrolled = n_exact_terms if loops.resolve_unroll(unroll) else 0
+  # The roulette's gradient is the Neumann series: fully connected blocks keep the loop by default.
+  n_unrolled = n_exact_terms if loops.resolve_unroll(unroll, fully_connected_neumann=x.ndim == 2) else 0
   transform_weight = _transform_weight(transform, jnp.float32)
 
   def term_weight(k):

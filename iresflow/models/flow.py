@@ -73,8 +73,9 @@ class IResNetFlow(nn.Module):
       ``bits/dim + lambda * cross-entropy``. The flow stays a density model of ``x`` alone.
     unroll_blocks: trace every block instead of one ``nn.scan`` body per stage. Compile time then
       grows with depth; on CPU a training step runs several times faster (docs/benchmarks.md).
-      None (default): the forward pass unrolled on CPU, scanned on other backends
-      (:mod:`iresflow.core.loops`); the inverse scanned (each block's inverse is a loop anyway).
+      None (default): the forward pass unrolled on CPU, except fully connected blocks with the
+      Neumann gradient, and scanned on other backends (:mod:`iresflow.core.loops`); the inverse
+      scanned (each block's inverse is a loop anyway).
       Same parameters either way.
     block_type: ``'iresnet'`` (``x + g(x)``; i-ResNets, Residual Flows, i-DenseNets) or ``'monotone'``
       (the Cayley transform ``2 (I + g)^{-1} - I`` of ``g``; Monotone Flows, ``iresflow.nn.MonotoneBlock``).

@@ -5,9 +5,10 @@ along a leading axis, the body is traced once, so compile time does not grow wit
 technique of big_vision's Jet flow). The inverse runs the same stacked steps in reverse. Every
 collection is scanned, none broadcast, so Flax's check that broadcast variables stay loop-invariant
 (``check_constancy_invariants``: one more trace of the body) is off.
-``unroll=True`` traces every step instead (compile time grows with depth; on XLA:CPU the training
-step runs several times faster, docs/benchmarks.md); the default ``None`` unrolls the forward pass
-on CPU only (:mod:`iresflow.core.loops`) and never the inverse.
+``unroll=True`` traces every step instead (compile time grows with depth; on XLA:CPU a convolutional
+training step runs several times faster, docs/benchmarks.md); the default ``None`` unrolls the forward
+pass on CPU only, except fully connected steps (vector inputs) with the Neumann gradient, and never
+the inverse (:mod:`iresflow.core.loops`).
 """
 
 from __future__ import annotations
@@ -90,6 +91,11 @@ class FlowStep(nn.Module):
     return x, total
 
 
+def _neumann_gradient(estimator) -> bool:
+  """Whether ``estimator``'s log-det is differentiated by the Neumann series (recomputing ``g``)."""
+  return isinstance(estimator, estimators_lib.Roulette) or getattr(estimator, "gradient", None) == "neumann"
+
+
 def scan_forward(step: FlowStep, x: jax.Array, length: int, *, estimator=None, unroll: bool | None = None
                  ) -> tuple[jax.Array, jax.Array]:
   """Applies ``length`` stacked copies of ``step``; returns ``(y, summed log-det)`` (zeros without estimator)."""
@@ -102,7 +108,9 @@ def scan_forward(step: FlowStep, x: jax.Array, length: int, *, estimator=None, u
     return (y, total + value), None
 
   run = nn.scan(body, variable_axes=_SCAN_AXES, split_rngs={"params": True, "logdet": True}, length=length,
-                unroll=length if loops.resolve_unroll(unroll) else 1, check_constancy_invariants=False)
+                unroll=length if loops.resolve_unroll(unroll, fully_connected_neumann=x.ndim == 2 and
+                                                      _neumann_gradient(estimator)) else 1,
+                check_constancy_invariants=False)
   total = jnp.zeros((x.shape[0],), accumulation_dtype(x.dtype))
   (y, total), _ = run(step, (x, total), None)
   return y, total

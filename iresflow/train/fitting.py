@@ -4,12 +4,14 @@
 small models (the i-ResNet against a Glow-style baseline) need only this. :func:`fit_for_seconds`
 gives each model the same wall-clock budget instead of the same number of steps.
 The loss is checked on the host every ``check_every`` steps, not every step, so the steps run back
-to back; a non-finite loss stops training with an error naming the step. Given a ``desc``, both
+to back; a non-finite loss stops training with an error naming the step. Each step is the trainer's
+(``iresflow.train.steps.make_train_step``), as in ``iresflow.fit``. Given a ``desc``, both
 show a progress bar with the latest loss and the time left.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Callable
 
@@ -19,29 +21,39 @@ import numpy as np
 import optax
 from tqdm import tqdm
 
+from iresflow.train.state import TrainState
+from iresflow.train.steps import make_train_step
+
+
+@dataclasses.dataclass(frozen=True)
+class _LossTask:
+  """``loss_fn`` as a task of the trainer's step (``iresflow.train.steps.make_train_step``).
+
+  The step's ``spectral`` slot carries every collection other than ``params`` (spectral state,
+  ActNorm), replaced by what ``loss_fn`` returns for them.
+  """
+
+  loss_fn: Callable
+
+  def loss(self, params, rest, batch, key):
+    loss, updated = self.loss_fn({"params": params, **rest}, batch, key)
+    return loss, ({**rest, **updated}, {})
+
 
 def _training_steps(variables: dict, loss_fn: Callable, optimizer: optax.GradientTransformation,
                     batch_at: Callable[[int], np.ndarray], key: jax.Array, check_every: int,
                     n_steps: int | None = None):
-  """Runs optimizer steps (``n_steps`` of them, or without end); after every ``check_every`` steps and at
-  the last one, synchronised with the device and the losses checked, yields ``(steps done, variables, last
-  loss)``."""
-  params = variables["params"]
+  """Runs optimizer steps (``n_steps`` of them, or without end) with the trainer's step; after every
+  ``check_every`` steps and at the last one, synchronised with the device and the losses checked, yields
+  ``(steps done, variables, last loss)``."""
   rest = {k: v for k, v in variables.items() if k != "params"}
-  opt_state = optimizer.init(params)
-
-  @jax.jit
-  def step(params, rest, opt_state, batch, key):
-    def params_loss(params):
-      return loss_fn({"params": params, **rest}, batch, key)
-    (loss, updated), grads = jax.value_and_grad(params_loss, has_aux=True)(params)
-    updates, opt_state = optimizer.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), {**rest, **updated}, opt_state, loss
+  state = TrainState.create({"params": variables["params"], "spectral": rest}, optimizer)
+  step = jax.jit(make_train_step(_LossTask(loss_fn), optimizer, 0.0, key))
 
   losses, i = [], 0
   while n_steps is None or i < n_steps:
-    params, rest, opt_state, loss = step(params, rest, opt_state, jnp.asarray(batch_at(i)), jax.random.fold_in(key, i))
-    losses.append(loss)
+    state, metrics = step(state, jnp.asarray(batch_at(i)))  # step i draws jax.random.fold_in(key, i)
+    losses.append(metrics["loss"])
     i += 1
     if len(losses) == check_every or i == n_steps:
       values = np.asarray(jnp.stack(losses))
@@ -49,7 +61,7 @@ def _training_steps(variables: dict, loss_fn: Callable, optimizer: optax.Gradien
         first = i - len(values) + int(np.argmin(np.isfinite(values)))
         raise FloatingPointError(f"training diverged: loss {values[first - (i - len(values))]} at step {first}")
       losses = []
-      yield i, {"params": params, **rest}, float(values[-1])
+      yield i, {"params": state.params, **state.spectral}, float(values[-1])
 
 
 def fit(variables: dict, loss_fn: Callable, optimizer: optax.GradientTransformation,

@@ -1,4 +1,5 @@
-"""The backend-aware loop default: ``unroll=None`` is the unrolled program on CPU and the rolled one elsewhere.
+"""The loop defaults: ``unroll=None`` unrolls blocks and series terms on CPU, except fully connected blocks with
+the Neumann gradient, and rolls everything on other backends.
 
 "Same program" is checked on the lowered StableHLO text: the default must lower to exactly what the explicit
 option lowers to, so it runs at that option's speed (docs/benchmarks.md has the timings).
@@ -24,11 +25,14 @@ def _lowered(fn, *args) -> str:
 @pytest.mark.parametrize("backend, expected", [("cpu", True), ("gpu", False), ("cuda", False), ("tpu", False)])
 def test_unroll_by_default_per_backend(backend, expected):
   assert loops.unroll_by_default(backend) is expected
+  assert loops.unroll_by_default(backend, fully_connected_neumann=True) is False
 
 
 def test_resolve_unroll():
   assert loops.resolve_unroll(True) is True and loops.resolve_unroll(False) is False
   assert loops.resolve_unroll(None) is loops.unroll_by_default()
+  assert loops.resolve_unroll(None, fully_connected_neumann=True) is False
+  assert loops.resolve_unroll(True, fully_connected_neumann=True) is True
   with pytest.raises(TypeError, match="unroll_blocks: expected True, False or None"):
     loops.resolve_unroll(1, "unroll_blocks")
   with pytest.raises(TypeError, match="unroll"):
@@ -47,9 +51,11 @@ def _series_text(unroll, gradient="backprop"):
 
 @pytest.mark.parametrize("gradient", ["backprop", "neumann"])
 def test_series_default_is_the_explicit_choice_of_this_backend(gradient):
+  """On vectors ``(batch, d)`` the Neumann gradient's series stays a loop; backprop's follows the backend."""
+  expected = loops.unroll_by_default(fully_connected_neumann=gradient == "neumann")
   default = _series_text(None, gradient)
-  assert default == _series_text(loops.unroll_by_default(), gradient)
-  assert default != _series_text(not loops.unroll_by_default(), gradient)
+  assert default == _series_text(expected, gradient)
+  assert default != _series_text(not expected, gradient)
 
 
 def test_default_follows_the_backend(monkeypatch):
@@ -63,7 +69,7 @@ def test_roulette_unrolls_only_the_exact_terms():
   text = lambda unroll: _lowered(
       lambda key, x: roulette_logdet(key, _g, x, n_exact_terms=3, unroll=unroll)[1], jax.random.key(0),
       jnp.ones((3, 5)))
-  assert text(None) == text(loops.unroll_by_default()) != text(not loops.unroll_by_default())
+  assert text(None) == text(False) != text(True)  # vectors with the Neumann gradient: rolled by default
   assert "while" in text(True)  # the random number of extra terms still needs a loop
   key, x = jax.random.key(1), jax.random.normal(jax.random.key(2), (4, 5))
   for unroll in (True, False):  # same estimate either way
@@ -97,3 +103,26 @@ def test_flow_inverse_keeps_the_scan_by_default():
     texts[unroll] = _lowered(lambda v, z: model.apply(v, z, solver=FixedPointSolver(), method=model.inverse,
                                                       mutable=["inverse_info"])[0], variables, z)
   assert texts[None] == texts[False] != texts[True]
+
+
+@pytest.mark.parametrize("estimator", [PowerSeries(n_terms=2, unroll=False, gradient="neumann"),
+                                       Roulette(n_exact_terms=1, unroll=False)], ids=["series-neumann", "roulette"])
+def test_fully_connected_blocks_with_the_neumann_gradient_are_scanned_by_default(estimator):
+  """A vector flow trained with the Neumann gradient lowers to the scanned program by default (on CPU
+  faster to compile and to run); with backprop through the series it follows the backend."""
+  residual = ResidualSpec(hidden=8, constraint=LipschitzConstraint(coeff=0.8))
+  x = jax.random.normal(jax.random.key(0), (2, 5))
+
+  def texts(estimator):
+    out = {}
+    for unroll in (None, True, False):
+      model = IResNetFlow(data_shape=(5,), stages=(), fc_blocks=3, fc_residual=residual, unroll_blocks=unroll)
+      variables = jax.eval_shape(lambda k, x: model.init(k, x, estimator=estimator), jax.random.key(1), x)
+      out[unroll] = _lowered(lambda v, x: model.apply(v, x, estimator=estimator,
+                                                      rngs={"logdet": jax.random.key(0)}), variables, x)
+    return out
+
+  neumann = texts(estimator)
+  assert neumann[None] == neumann[False] != neumann[True]
+  backprop = texts(PowerSeries(n_terms=2, unroll=False, gradient="backprop"))
+  assert backprop[None] == backprop[loops.unroll_by_default()] != backprop[not loops.unroll_by_default()]

@@ -160,6 +160,7 @@ def _whole_map_logdet(block, variables, x):
   return np.linalg.slogdet(np.asarray(jac, np.float64).reshape(-1, d, d))
 
 
+@pytest.mark.default_xla
 @pytest.mark.parametrize("spec,shape", [
     (ResidualSpec(hidden=8, dense_layers=2, constraint=LipschitzConstraint(0.9)), (4, 3)),
     (ResidualSpec(hidden=3, dense_layers=3, constraint=LipschitzConstraint(0.9), architecture="densenet",

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 
 import jax
 import numpy as np
@@ -190,3 +191,17 @@ def test_load_variables_are_the_evaluated_ones(density_run):
   assert differs(raw["ema_params"], raw["params"]) and not differs(variables["params"], raw["ema_params"])
   assert differs(variables["spectral"], raw["spectral"])
   assert iresflow.certify(model, variables).max_lipschitz_bound == results["max_lipschitz_bound"]
+
+
+@pytest.mark.default_xla
+def test_a_resumed_run_ends_where_the_uninterrupted_one_does(tmp_path, capfd):
+  """Training from the step-2 checkpoint to step 4 reproduces the run that went straight to step 4."""
+  config = tiny_density_config(dataset="moons", batch_size=64, toy_train_size=256, toy_test_size=64, num_steps=4,
+                               checkpoint_every=2, ema_decay=0.0)
+  config.model = dict(stages=(), fc_blocks=2, fc_residual=dict(hidden=16, activation="lipswish"))
+  workdir = tmp_path / "run"
+  uninterrupted = train_and_evaluate(config, str(workdir))
+  shutil.rmtree(workdir / "checkpoints" / "4")  # as if the run had stopped after its step-2 checkpoint
+  resumed = train_and_evaluate(config, str(workdir))
+  assert "Resumed from the checkpoint at step 2" in capfd.readouterr().err
+  np.testing.assert_allclose(resumed["test_nll"], uninterrupted["test_nll"], rtol=1e-6)
