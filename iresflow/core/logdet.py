@@ -519,20 +519,25 @@ def exact_series(g: ResidualFn, x: jax.typing.ArrayLike, n_terms: int, *, transf
 
 
 def residual_jacobians(g: ResidualFn, x: jax.typing.ArrayLike) -> jax.Array:
-  """Per-example Jacobians of ``g`` by ``jax.jacfwd``, flattened to ``(batch, d, d)``."""
+  """Per-example Jacobians of ``g``, flattened to ``(batch, d, d)`` (``[b, i, j] = dg_i/dx_j`` of example ``b``).
+
+  ``d`` forward-mode products (``jax.jvp``) on the whole batch, the ``j``-th pushing the ``j``-th unit
+  vector through every example at once. ``g`` must act on each example separately, as every residual
+  function does; it may close over per-example arrays (a conditional ``g`` over its context, shape
+  ``(batch, ...)``), which is why ``g`` is never called on a single example here.
+  """
   x = jnp.asarray(x)
   _check_batched_input(x)
-  d = math.prod(x.shape[1:])
-
-  def jacobian(xi):
-    return jax.jacfwd(lambda z: g(z[None])[0])(xi).reshape(d, d)
-
-  return jax.vmap(jacobian)(x)
+  batch, d = x.shape[0], math.prod(x.shape[1:])
+  basis = jnp.eye(d, dtype=x.dtype).reshape((d, 1) + x.shape[1:])
+  tangents = jnp.broadcast_to(basis, (d,) + x.shape)
+  columns = jax.vmap(lambda t: jax.jvp(g, (x,), (t,))[1])(tangents)  # [j, b, ...] = J_b e_j
+  return jnp.moveaxis(columns.reshape(d, batch, d), 0, -1)
 
 
 def exact_logdet(g: ResidualFn, x: jax.typing.ArrayLike, *, precision: str | None = "highest",
                  transform: str = "residual") -> tuple[jax.Array, jax.Array]:
-  """Exact ``ln |det(I + J_g(x))|`` per example, by ``jax.jacfwd`` and ``slogdet``.
+  """Exact ``ln |det(I + J_g(x))|`` per example, by forward-mode Jacobians and ``slogdet``.
 
   Costs ``d`` forward passes and ``O(d^3)`` per example: for tests, 2-D densities and small images.
   For contractive ``g`` the determinant is positive (Lemma 6), so this is ``ln det``. ``g`` is

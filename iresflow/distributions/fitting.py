@@ -64,10 +64,10 @@ class _BoundFlow:
   estimator: object
   event_shape: tuple
 
-  def log_prob(self, x):
-    """Density direction: ``log p(x)`` by the cheap forward pass."""
-    z, value = self.model.forward_and_log_det(x, estimator=self.estimator)
-    return self.model.prior_log_prob(z) + value
+  def log_prob(self, x, context=None):
+    """Density direction: ``log p(x)`` (``log p(x | c)``) by the cheap forward pass."""
+    z, value = self.model.forward_and_log_det(x, estimator=self.estimator, context=context)
+    return self.model.prior_log_prob(z, context=context) + value
 
   def sample_and_log_prob(self, n):
     """Sampling direction: ``x = F(u)``, ``u ~ p_u``, and ``log q(x) = log p_u(u) - log det J_F(u)``."""
@@ -102,15 +102,18 @@ def _with_state(dist: FlowDistribution, state: TrainState) -> FlowDistribution:
 
 
 def fit(key: jax.Array, dist: FlowDistribution, data: jax.typing.ArrayLike, *,
-        optimizer: optax.GradientTransformation | None = None, batch_size: int = 128, max_epochs: int = 100,
-        max_steps: int | None = None, val_fraction: float = 0.1, patience: int = 5,
-        progress: bool = True) -> tuple[FlowDistribution, dict[str, list[float]]]:
+        context: jax.typing.ArrayLike | None = None, optimizer: optax.GradientTransformation | None = None,
+        batch_size: int = 128, max_epochs: int = 100, max_steps: int | None = None, val_fraction: float = 0.1,
+        patience: int = 5, progress: bool = True) -> tuple[FlowDistribution, dict[str, list[float]]]:
   """Maximum likelihood on ``data`` with a validation split and early stopping.
 
   Args:
     key: PRNG key of the split, the batches' order and the estimator's draws.
     dist: the distribution to train (``direction='density'``: ``log p`` is the cheap pass).
     data: examples ``(N, *dist.event_shape)``, floating point.
+    context: conditional distributions: the context of each example, ``(N, k)``; the fit maximises
+      ``log p(x | c)`` (conditional density estimation, e.g. a posterior ``p(theta | x)`` from
+      simulations).
     optimizer: default ``optax.adam(1e-3)`` with gradients clipped to norm 1.
     batch_size: examples per step (at most the training split's size).
     max_epochs: passes over the training split.
@@ -136,6 +139,18 @@ def fit(key: jax.Array, dist: FlowDistribution, data: jax.typing.ArrayLike, *,
                      f"{data.shape}")
   if not np.all(np.isfinite(data)):
     raise ValueError("data: contains NaN or infinite values")
+  if dist.context_size:
+    if context is None:
+      raise ValueError(f"context: a conditional distribution is fitted to (data, context) pairs; pass context= of "
+                       f"shape ({len(data)}, {dist.context_size})")
+    context = np.asarray(context)
+    if not np.issubdtype(context.dtype, np.floating) or context.shape != (len(data), dist.context_size):
+      raise ValueError(f"context: expected floating-point contexts of shape ({len(data)}, {dist.context_size}), "
+                       f"one per example of data, got {context.dtype} {context.shape}")
+    if not np.all(np.isfinite(context)):
+      raise ValueError("context: contains NaN or infinite values")
+  elif context is not None:
+    raise ValueError("context: the distribution is unconditional (its model has context_size=0)")
   if not 0.0 <= val_fraction < 1.0:
     raise ValueError(f"val_fraction: expected a value in [0, 1), got {val_fraction}")
   for value, name in ((batch_size, "batch_size"), (max_epochs, "max_epochs"), (patience, "patience")):
@@ -147,32 +162,37 @@ def fit(key: jax.Array, dist: FlowDistribution, data: jax.typing.ArrayLike, *,
   n_val = int(round(val_fraction * len(data))) if val_fraction > 0 else 0
   if val_fraction > 0 and not 1 <= n_val < len(data):
     raise ValueError(f"val_fraction: {val_fraction} of {len(data)} examples leaves no validation or no training data")
-  train, val = data[order[n_val:]], data[order[:n_val]]
-  batch_size = min(batch_size, len(train))
+  pairs = (data, context)  # context None: unconditional
+  train = jax.tree.map(lambda a: a[order[n_val:]], pairs)
+  val = jax.tree.map(lambda a: a[order[:n_val]], pairs)
+  n_train = len(train[0])
+  batch_size = min(batch_size, n_train)
   optimizer = optimizer or optax.chain(optax.clip_by_global_norm(1.0), optax.adam(1e-3))
 
-  objective = _Objective(dist.model, dist.estimator, dist.event_shape, lambda flow, x: -flow.log_prob(x))
+  objective = _Objective(dist.model, dist.estimator, dist.event_shape, lambda flow, xc: -flow.log_prob(*xc))
   state, step, divergence = _run_steps(dist, objective, optimizer, step_key)
 
   @jax.jit
-  def val_loss(variables, x, key):
-    return -dist.replace(variables=variables).log_prob(x, key=key)
+  def val_loss(variables, xc, key):
+    x, c = xc
+    return -dist.replace(variables=variables).log_prob(x, key=key, context=c)
 
   def validation(variables) -> float:
-    values = [val_loss(variables, val[i:i + batch_size], jax.random.fold_in(val_key, i))
-              for i in range(0, len(val), batch_size)]
+    values = [val_loss(variables, jax.tree.map(lambda a, i=i: a[i:i + batch_size], val),
+                       jax.random.fold_in(val_key, i)) for i in range(0, n_val, batch_size)]
     return float(jnp.mean(jnp.concatenate(values)))
 
   losses = {"train": [], "val": []}
-  best, best_loss, waited, steps = state.variables(), math.inf, 0, 0
-  steps_per_epoch = len(train) // batch_size
+  best, best_loss, waited, steps = None, math.inf, 0, 0
+  steps_per_epoch = n_train // batch_size
   bar = tqdm(range(max_epochs), desc="fit", disable=not progress, dynamic_ncols=True)
   rng = np.random.default_rng(np.asarray(jax.random.key_data(order_key)).ravel().tolist())
   for _ in bar:
-    permutation = rng.permutation(len(train))
+    permutation = rng.permutation(n_train)
     epoch_losses = []
     for b in range(steps_per_epoch):
-      batch = jnp.asarray(train[permutation[b * batch_size:(b + 1) * batch_size]])
+      indices = permutation[b * batch_size:(b + 1) * batch_size]
+      batch = jax.tree.map(lambda a, indices=indices: jnp.asarray(a[indices]), train)
       state, divergence, metrics = step(state, divergence, batch)
       epoch_losses.append(metrics["loss"])
       steps += 1
@@ -183,7 +203,8 @@ def fit(key: jax.Array, dist: FlowDistribution, data: jax.typing.ArrayLike, *,
     if n_val:
       losses["val"].append(validation(state.variables()))
       if losses["val"][-1] < best_loss:
-        best, best_loss, waited = state.variables(), losses["val"][-1], 0
+        # A copy: the next step donates the state's buffers.
+        best, best_loss, waited = jax.tree.map(jnp.copy, state.variables()), losses["val"][-1], 0
       else:
         waited += 1
       bar.set_postfix(train=f"{losses['train'][-1]:.4f}", val=f"{losses['val'][-1]:.4f}")
@@ -193,7 +214,7 @@ def fit(key: jax.Array, dist: FlowDistribution, data: jax.typing.ArrayLike, *,
     if waited >= patience or (max_steps is not None and steps >= max_steps):
       break
   bar.close()
-  return dist.replace(variables=best), losses
+  return dist.replace(variables=state.variables() if best is None else best), losses
 
 
 def fit_variational(key: jax.Array, dist: FlowDistribution, log_density: Callable[[jax.Array], jax.Array], *,

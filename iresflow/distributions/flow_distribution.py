@@ -12,6 +12,11 @@ point per block. ``direction='sampling'`` puts it from latents to data, for vari
 sample is ``x = F(u)``, ``u ~ p_u``, with ``log q(x) = log p_u(u) - log det J_F(u)`` in the same pass,
 while ``log_prob`` of a given ``x`` solves the fixed point.
 
+Conditional flows (``IResNetFlow(..., context_size=k)``) are distributions ``p(x | c)``: every
+method takes ``context=`` of shape ``(..., k)``, broadcast against the batch shape of its input
+(one context for all examples, or one per example). The bijector is then invertible in ``x`` for
+every ``c`` and its log-det is the one in ``x`` at fixed ``c``.
+
 The bijector is the map from the base distribution to the data, as in distrax's ``Transformed``:
 :meth:`FlowDistribution.forward_and_log_det` takes base points ``u`` (flat, ``(..., D)``) to data,
 :meth:`FlowDistribution.inverse_and_log_det` data to base points.
@@ -20,7 +25,7 @@ The bijector is the map from the base distribution to the data, as in distrax's 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Sequence
 
 import flax.struct
 import jax
@@ -56,6 +61,12 @@ class FlowDistribution(flax.struct.PyTreeNode):
       :func:`default_estimator`, exact where ``D <= 16``, Russian roulette (unbiased) otherwise.
     solver: the fixed-point solver of the expensive direction (static).
     direction: ``'density'`` (cheap ``log_prob``) or ``'sampling'`` (cheap ``sample``) (static).
+    fresh_norms: estimate every layer's spectral norm afresh at each call (the constraint's
+      ``n_power_iterations`` steps from the stored vectors, results not stored) rather than read the
+      stored estimate (static). For training loops that do not carry the ``'spectral'`` state, where
+      the stored estimate would go stale as the weights move and ``Lip(g) < 1`` would no longer hold:
+      ``jax.grad`` of your own loss of the distribution, NumPyro's SVI (``iresflow.interop``).
+      ``fit`` and ``fit_variational`` carry the state and do not need it.
   """
 
   model: Any = flax.struct.field(pytree_node=False)
@@ -63,11 +74,13 @@ class FlowDistribution(flax.struct.PyTreeNode):
   estimator: LogDetEstimator = flax.struct.field(pytree_node=False)
   solver: FixedPointSolver = flax.struct.field(pytree_node=False, default=FixedPointSolver())
   direction: str = flax.struct.field(pytree_node=False, default="density")
+  fresh_norms: bool = flax.struct.field(pytree_node=False, default=False)
 
   @classmethod
   def create(cls, key: jax.Array, model, *, x_init: jax.typing.ArrayLike | None = None,
-             estimator: LogDetEstimator | None = None, solver: FixedPointSolver | None = None,
-             direction: str = "density") -> "FlowDistribution":
+             context_init: jax.typing.ArrayLike | None = None, estimator: LogDetEstimator | None = None,
+             solver: FixedPointSolver | None = None, direction: str = "density", fresh_norms: bool = False
+             ) -> "FlowDistribution":
     """Initialises ``model``'s variables from ``key`` and wraps them.
 
     Args:
@@ -76,9 +89,12 @@ class FlowDistribution(flax.struct.PyTreeNode):
       x_init: examples ``(N, *data_shape)`` for ActNorm's data-dependent initialisation (pass a batch
         of the training data); None: 256 standard-normal draws, so that ActNorm starts near the
         identity (the right start for variational inference and standardised data).
+      context_init: conditional flows: the contexts ``(N, k)`` of ``x_init`` (needed with ``x_init``);
+        None without ``x_init``: standard-normal draws.
       estimator: see the class attributes; None: :func:`default_estimator`.
       solver: None: ``FixedPointSolver()``.
       direction: ``'density'`` or ``'sampling'``.
+      fresh_norms: see the class attributes.
     """
     if direction not in DIRECTIONS:
       raise ValueError(f"direction: expected one of {DIRECTIONS}, got {direction!r}")
@@ -91,16 +107,30 @@ class FlowDistribution(flax.struct.PyTreeNode):
     solver = FixedPointSolver() if solver is None else solver
     if not isinstance(solver, FixedPointSolver):
       raise TypeError(f"solver: expected a FixedPointSolver, got {solver!r}")
-    init_key, data_key = jax.random.split(key)
+    init_key, data_key, context_key = jax.random.split(key, 3)
+    context_size = int(getattr(model, "context_size", 0))
+    if context_size and x_init is not None and context_init is None:
+      raise ValueError("context_init: a conditional flow initialised on x_init needs their contexts, shape "
+                       f"(N, {context_size})")
+    if not context_size and context_init is not None:
+      raise ValueError("context_init: the model is unconditional (context_size=0)")
     if x_init is None:
       x_init = jax.random.normal(data_key, (256, *model.data_shape), jnp.float32)
     x_init = jnp.asarray(x_init)
     if x_init.ndim != len(model.data_shape) + 1 or tuple(x_init.shape[1:]) != tuple(model.data_shape):
       raise ValueError(f"x_init: expected examples of shape (N, {', '.join(map(str, model.data_shape))}), got "
                        f"{tuple(x_init.shape)}")
-    variables = jax.jit(lambda key, x: model.init({"params": key, "logdet": key}, x, estimator=estimator))(
-        init_key, x_init)
-    return cls(model=model, variables=dict(variables), estimator=estimator, solver=solver, direction=direction)
+    if context_size and context_init is None:
+      context_init = jax.random.normal(context_key, (x_init.shape[0], context_size), jnp.float32)
+    if context_init is not None:
+      context_init = jnp.asarray(context_init)
+      if context_init.shape != (x_init.shape[0], context_size):
+        raise ValueError(f"context_init: expected shape ({x_init.shape[0]}, {context_size}), one context per "
+                         f"example of x_init, got {tuple(context_init.shape)}")
+    variables = jax.jit(lambda key, x, c: model.init({"params": key, "logdet": key}, x, estimator=estimator,
+                                                     context=c))(init_key, x_init, context_init)
+    return cls(model=model, variables=dict(variables), estimator=estimator, solver=solver, direction=direction,
+               fresh_norms=bool(fresh_norms))
 
   # ------------------------------------------------------------------------------------ shapes
   @property
@@ -112,6 +142,33 @@ class FlowDistribution(flax.struct.PyTreeNode):
   def dimension(self) -> int:
     """``D``, the number of dimensions of one example (and of a base point)."""
     return math.prod(self.event_shape)
+
+  @property
+  def context_size(self) -> int:
+    """``k``, the size of a context vector; 0 for an unconditional distribution."""
+    return int(getattr(self.model, "context_size", 0))
+
+  def _context(self, context: jax.typing.ArrayLike | None, batch_shape: tuple, method: str) -> jax.Array | None:
+    """``context`` checked and broadcast to ``batch_shape``, flat: ``(prod(batch_shape), k)``; None if unconditional."""
+    k = self.context_size
+    if not k:
+      if context is not None:
+        raise ValueError(f"context: {method} of an unconditional distribution takes no context (the model "
+                         f"has context_size=0)")
+      return None
+    if context is None:
+      raise ValueError(f"context: {method} of this conditional distribution needs a context of shape (..., {k})")
+    context = jnp.asarray(context)
+    if not jnp.issubdtype(context.dtype, jnp.floating):
+      raise TypeError(f"context: expected floating-point values, got dtype {context.dtype}")
+    if context.ndim < 1 or context.shape[-1] != k:
+      raise ValueError(f"context: expected shape (..., {k}), got {tuple(context.shape)}")
+    try:
+      context = jnp.broadcast_to(context, batch_shape + (k,))
+    except ValueError:
+      raise ValueError(f"context: its batch shape {tuple(context.shape[:-1])} does not broadcast to the "
+                       f"input's batch shape {batch_shape}") from None
+    return context.reshape((-1, k))
 
   def _batch(self, x: jax.typing.ArrayLike, name: str, trailing: tuple[int, ...]) -> tuple[jax.Array, tuple]:
     x = jnp.asarray(x)
@@ -130,30 +187,37 @@ class FlowDistribution(flax.struct.PyTreeNode):
       return {"logdet": key}
     return {}
 
-  def _apply(self, *args, **kwargs):
-    return self.model.apply(self.variables, *args, **kwargs)
+  def _apply(self, *args, mutable: Sequence[str] = (), **kwargs):
+    """``model.apply`` on the variables; returns ``(out, state)`` when ``mutable`` names collections."""
+    collections = list(mutable) + (["spectral"] if self.fresh_norms else [])
+    if not collections:
+      return self.model.apply(self.variables, *args, **kwargs)
+    out, state = self.model.apply(self.variables, *args, mutable=collections, **kwargs)
+    return (out, state) if mutable else out
 
   # ---------------------------------------------------------------------- the two maps of the flow
-  def _cheap(self, x: jax.Array, key: jax.Array | None, method: str) -> tuple[jax.Array, jax.Array]:
+  def _cheap(self, x: jax.Array, context: jax.Array | None, key: jax.Array | None, method: str
+             ) -> tuple[jax.Array, jax.Array]:
     """``F`` (residual blocks forward) and ``log det J_F``: ``(N, *event) -> (N, D), (N,)``."""
-    return self._apply(x, estimator=self.estimator, rngs=self._rngs(key, method),
+    return self._apply(x, estimator=self.estimator, context=context, rngs=self._rngs(key, method),
                        method=self.model.forward_and_log_det)
 
-  def _solved(self, z: jax.Array, key: jax.Array | None, method: str
+  def _solved(self, z: jax.Array, context: jax.Array | None, key: jax.Array | None, method: str
               ) -> tuple[jax.Array, jax.Array, FixedPointInfo]:
     """``F^{-1}`` by fixed points, ``log det J_{F^-1}`` and the solver's report: ``(N, D) -> (N, *event)``."""
-    (x, value), state = self._apply(z, estimator=self.estimator, solver=self.solver,
+    (x, value), state = self._apply(z, estimator=self.estimator, solver=self.solver, context=context,
                                     rngs=self._rngs(key, method), method=self.model.inverse_and_log_det,
                                     mutable=[INVERSE_INFO])
     return x, value, inverse_info(state)
 
-  def base_log_prob(self, u: jax.typing.ArrayLike) -> jax.Array:
-    """``log p_u(u)`` of flat base points ``(..., D)`` (the model's prior)."""
+  def base_log_prob(self, u: jax.typing.ArrayLike, *, context: jax.typing.ArrayLike | None = None) -> jax.Array:
+    """``log p_u(u)`` (``log p_u(u | c)``) of flat base points ``(..., D)`` (the model's prior)."""
     flat, batch_shape = self._batch(u, "u", (self.dimension,))
-    return self._apply(flat, method=self.model.prior_log_prob).reshape(batch_shape)
+    context = self._context(context, batch_shape, "base_log_prob")
+    return self._apply(flat, context=context, method=self.model.prior_log_prob).reshape(batch_shape)
 
   def forward_and_log_det(self, u: jax.typing.ArrayLike, *, key: jax.Array | None = None,
-                          report: bool = False):
+                          context: jax.typing.ArrayLike | None = None, report: bool = False):
     """Base points to data: ``(x, log|det dx/du|)`` for ``u`` of shape ``(..., D)``.
 
     Cheap with ``direction='sampling'``; a fixed point per block with ``'density'``.
@@ -161,6 +225,7 @@ class FlowDistribution(flax.struct.PyTreeNode):
     Args:
       u: base points.
       key: the estimator's PRNG key (random estimators only).
+      context: conditional distributions: ``(..., k)``, broadcast against ``u``'s batch shape.
       report: also return the solver's :class:`~iresflow.core.FixedPointInfo` (per example; None
         where no fixed point was solved).
 
@@ -168,62 +233,85 @@ class FlowDistribution(flax.struct.PyTreeNode):
       ``x`` of shape ``(..., *event_shape)`` and the log-det ``(...)``; with ``report``, the report too.
     """
     flat, batch_shape = self._batch(u, "u", (self.dimension,))
+    context = self._context(context, batch_shape, "forward_and_log_det")
     info = None
     if self.direction == "sampling":
-      x, value = self._cheap(flat.reshape((-1, *self.event_shape)), key, "forward_and_log_det")
+      x, value = self._cheap(flat.reshape((-1, *self.event_shape)), context, key, "forward_and_log_det")
     else:
-      x, value, info = self._solved(flat, key, "forward_and_log_det")
+      x, value, info = self._solved(flat, context, key, "forward_and_log_det")
     out = (x.reshape(batch_shape + self.event_shape), value.reshape(batch_shape))
     return out + (info,) if report else out
 
   def inverse_and_log_det(self, x: jax.typing.ArrayLike, *, key: jax.Array | None = None,
-                          report: bool = False):
+                          context: jax.typing.ArrayLike | None = None, report: bool = False):
     """Data to base points: ``(u, log|det du/dx|)`` for ``x`` of shape ``(..., *event_shape)``.
 
     Cheap with ``direction='density'``; a fixed point per block with ``'sampling'``. Arguments and
     report as in :meth:`forward_and_log_det`; ``u`` has shape ``(..., D)``.
     """
     flat, batch_shape = self._batch(x, "x", self.event_shape)
+    context = self._context(context, batch_shape, "inverse_and_log_det")
     info = None
     if self.direction == "density":
-      u, value = self._cheap(flat, key, "inverse_and_log_det")
+      u, value = self._cheap(flat, context, key, "inverse_and_log_det")
     else:
-      u, value, info = self._solved(flat.reshape((-1, self.dimension)), key, "inverse_and_log_det")
+      u, value, info = self._solved(flat.reshape((-1, self.dimension)), context, key, "inverse_and_log_det")
     out = (u.reshape(batch_shape + (self.dimension,)), value.reshape(batch_shape))
     return out + (info,) if report else out
 
   # ----------------------------------------------------------------------------- the distribution
-  def log_prob(self, x: jax.typing.ArrayLike, *, key: jax.Array | None = None) -> jax.Array:
+  def log_prob(self, x: jax.typing.ArrayLike, *, key: jax.Array | None = None,
+               context: jax.typing.ArrayLike | None = None) -> jax.Array:
     """``log p(x) = log p_u(u) + log|det du/dx|`` (eq. 3), in nats, shape ``(...)``.
 
     Args:
       x: data of shape ``(..., *event_shape)``.
       key: PRNG key of a random estimator (the default for ``D > 16``: Russian roulette, unbiased).
+      context: conditional distributions: ``(..., k)``, broadcast against ``x``'s batch shape;
+        the result is ``log p(x | c)``.
     """
     if key is None and self.estimator.needs_key:
       self._rngs(None, "log_prob")  # the error names this method
-    u, value = self.inverse_and_log_det(x, key=key)
-    return self.base_log_prob(u) + value
+    flat, batch_shape = self._batch(x, "x", self.event_shape)
+    context = self._context(context, batch_shape, "log_prob")
+    u, value = self.inverse_and_log_det(flat, key=key, context=context)
+    return (self.base_log_prob(u, context=context) + value).reshape(batch_shape)
 
-  def sample(self, key: jax.Array, n: int, *, report: bool = False):
-    """``n`` samples of shape ``(n, *event_shape)`` (and the solver's report with ``report``)."""
-    x, _, info = self._sample(key, n, with_log_prob=False)
+  def sample(self, key: jax.Array, n: int, *, context: jax.typing.ArrayLike | None = None, report: bool = False):
+    """``n`` samples of shape ``(n, *event_shape)`` (and the solver's report with ``report``).
+
+    Conditional distributions: ``n`` samples for each context of ``context`` (shape ``(..., k)``), of
+    shape ``(n, ..., *event_shape)``.
+    """
+    x, _, info = self._sample(key, n, context, with_log_prob=False)
     return (x, info) if report else x
 
-  def sample_and_log_prob(self, key: jax.Array, n: int, *, report: bool = False):
-    """``n`` samples and their ``log p``, from one pass: ``(n, *event_shape)``, ``(n,)`` (report optional)."""
-    x, log_prob, info = self._sample(key, n, with_log_prob=True)
+  def sample_and_log_prob(self, key: jax.Array, n: int, *, context: jax.typing.ArrayLike | None = None,
+                          report: bool = False):
+    """``n`` samples and their ``log p``, from one pass: ``(n, *event_shape)``, ``(n,)`` (report optional).
+
+    Conditional distributions: shapes ``(n, ..., *event_shape)`` and ``(n, ...)`` for ``context`` of
+    shape ``(..., k)``.
+    """
+    x, log_prob, info = self._sample(key, n, context, with_log_prob=True)
     return (x, log_prob, info) if report else (x, log_prob)
 
-  def _sample(self, key: jax.Array, n: int, with_log_prob: bool):
+  def _sample(self, key: jax.Array, n: int, context, with_log_prob: bool):
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
       raise ValueError(f"n: expected a positive int, got {n!r}")
+    context_batch = ()
+    if context is not None and self.context_size:
+      context_batch = tuple(jnp.shape(context)[:-1])
+    batch_shape = (n,) + context_batch
+    context = self._context(context, batch_shape, "sample")
+    total = math.prod(batch_shape)
     base_key, logdet_key = jax.random.split(key)
-    u = self._apply(n, method=self.model.sample_prior, rngs={"sample": base_key})
+    u = self._apply(total, context=context, method=self.model.sample_prior, rngs={"sample": base_key})
     if not with_log_prob and self.direction == "density":  # the inverse without its log-det
-      x, state = self._apply(u, solver=self.solver, method=self.model.inverse, mutable=[INVERSE_INFO])
-      return x, None, inverse_info(state)
+      x, state = self._apply(u, solver=self.solver, context=context, method=self.model.inverse,
+                             mutable=[INVERSE_INFO])
+      return x.reshape(batch_shape + self.event_shape), None, inverse_info(state)
     x, value, *info = self.forward_and_log_det(u, key=logdet_key if self.estimator.needs_key else None,
-                                               report=True)
-    log_prob = self._apply(u, method=self.model.prior_log_prob) - value
-    return x, log_prob, info[0]
+                                               context=context, report=True)
+    log_prob = self._apply(u, context=context, method=self.model.prior_log_prob) - value
+    return x.reshape(batch_shape + self.event_shape), log_prob.reshape(batch_shape), info[0]

@@ -11,6 +11,10 @@ Like every invertible piece of iresflow it offers
 * ``inverse(y, *, solver)`` -> ``x``, and ``inverse_and_log_det(y, *, solver, estimator)`` ->
   ``(x, log det J_{F^-1}(y))`` ``= -log det J_F(x)`` at the solution ``x``.
 
+Conditional flows pass a context ``c`` of shape ``(batch, k)`` to every method (``context=``); the
+block is then ``F(x; c) = x + g(x, c)``, invertible in ``x`` for every ``c`` (see
+:mod:`iresflow.nn.residual`), and its log-det is ``log det J_F`` in ``x`` at fixed ``c``.
+
 The estimator and the solver are chosen per call, so one set of variables trains with a cheap
 estimator and evaluates with an exact or unbiased one. Estimators that sample draw from the
 ``'logdet'`` RNG stream (``rngs={'logdet': key}``).
@@ -76,14 +80,15 @@ class ContractiveBlock(nn.Module):
   def setup(self):
     self.g = ContractiveResidual(self.spec)
 
-  def residual_function(self, input_shape: Sequence[int]) -> ResidualFn:
-    """``g`` as a pure function of a batch, closed over the normalised weights (see ``ContractiveResidual``)."""
-    return self.g.residual_function(input_shape)
+  def residual_function(self, input_shape: Sequence[int], context: jax.Array | None = None) -> ResidualFn:
+    """``g`` (``g(., c)`` given a context ``(batch, k)``) as a pure function of a batch, closed over the
+    normalised weights (see ``ContractiveResidual``)."""
+    return self.g.residual_function(input_shape, context)
 
-  def residual(self, x: jax.Array) -> jax.Array:
+  def residual(self, x: jax.Array, context: jax.Array | None = None) -> jax.Array:
     """``g(x)`` for a batch ``x``: ``block.apply(variables, x, method=IResNetBlock.residual)`` is ``g`` as a
     pure function of ``(variables, x)``."""
-    return self.g(x)
+    return self.g(x, context)
 
   def normalized_layers(self, input_shape: Sequence[int]) -> tuple[NormalizedWeights, ...]:
     """The layers of ``g`` as it uses them (after eq. 2), for certificates."""
@@ -101,32 +106,34 @@ class IResNetBlock(ContractiveBlock):
     spec: the residual function (width, layers, activation, Lipschitz constraint).
   """
 
-  def __call__(self, x: jax.Array) -> jax.Array:
+  def __call__(self, x: jax.Array, *, context: jax.Array | None = None) -> jax.Array:
     """``F(x) = x + g(x)`` for a batch ``x`` of shape ``(batch, ...)``."""
-    return x + self.residual(x)
+    return x + self.residual(x, context)
 
-  def forward_and_log_det(self, x: jax.Array, *, estimator: estimators_lib.LogDetEstimator
-                          ) -> tuple[jax.Array, jax.Array]:
+  def forward_and_log_det(self, x: jax.Array, *, estimator: estimators_lib.LogDetEstimator,
+                          context: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
     """``(F(x), log det J_F(x))``: ``x`` of shape ``(batch, ...)``, the log-det ``(batch,)`` (float32)."""
     _check_estimator(estimator)
-    g = self.residual_function(x.shape[1:])
+    g = self.residual_function(x.shape[1:], context)
     key = self.make_rng("logdet") if estimator.needs_key else None
     gx, logdet = estimator(key, g, x)
     return x + gx, logdet
 
-  def inverse(self, y: jax.Array, *, solver: FixedPointSolver = FixedPointSolver()) -> jax.Array:
+  def inverse(self, y: jax.Array, *, solver: FixedPointSolver = FixedPointSolver(),
+              context: jax.Array | None = None) -> jax.Array:
     """``F^{-1}(y)`` by Algorithm 1; the per-example report is sown into ``'inverse_info'``.
 
     Differentiable (implicit differentiation): gradients flow to ``y`` and to the parameters.
     """
-    x, info = solver(self.residual_function(y.shape[1:]), y)
+    x, info = solver(self.residual_function(y.shape[1:], context), y)
     self.sow(INVERSE_INFO, "fixed_point", info)
     return x
 
   def inverse_and_log_det(self, y: jax.Array, *, solver: FixedPointSolver = FixedPointSolver(),
-                          estimator: estimators_lib.LogDetEstimator) -> tuple[jax.Array, jax.Array]:
+                          estimator: estimators_lib.LogDetEstimator, context: jax.Array | None = None
+                          ) -> tuple[jax.Array, jax.Array]:
     """``(x, -log det J_F(x))`` with ``x = F^{-1}(y)``: the log-det of the inverse map at ``y``."""
     _check_estimator(estimator)
-    x = self.inverse(y, solver=solver)
-    _, logdet = self.forward_and_log_det(x, estimator=estimator)
+    x = self.inverse(y, solver=solver, context=context)
+    _, logdet = self.forward_and_log_det(x, estimator=estimator, context=context)
     return x, -logdet

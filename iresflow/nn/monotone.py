@@ -50,44 +50,46 @@ class MonotoneBlock(ContractiveBlock):
 
   forward_solver: FixedPointSolver = FixedPointSolver()
 
-  def _solve_forward(self, x: jax.Array):
+  def _solve_forward(self, x: jax.Array, context: jax.Array | None):
     """``(u, g)`` with ``u + g(u) = x`` (implicitly differentiable); NaN where the solve did not converge."""
-    g = self.residual_function(x.shape[1:])
+    g = self.residual_function(x.shape[1:], context)
     u, info = self.forward_solver(g, x)
     if not self.is_initializing():  # init would store it in the variables
       self.sow(INVERSE_INFO, "forward_fixed_point", info)
     return _nan_unless_converged(u, info), g
 
-  def __call__(self, x: jax.Array) -> jax.Array:
+  def __call__(self, x: jax.Array, *, context: jax.Array | None = None) -> jax.Array:
     """``F(x) = u - g(u)`` with ``u = (I + g)^{-1}(x)``, for a batch ``x`` of shape ``(batch, ...)``."""
-    u, g = self._solve_forward(x)
+    u, g = self._solve_forward(x, context)
     return u - g(u)
 
-  def forward_and_log_det(self, x: jax.Array, *, estimator: estimators_lib.LogDetEstimator
-                          ) -> tuple[jax.Array, jax.Array]:
+  def forward_and_log_det(self, x: jax.Array, *, estimator: estimators_lib.LogDetEstimator,
+                          context: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
     """``(F(x), ln det J_F(x))``: the log-det ``ln det(I - J_g(u)) - ln det(I + J_g(u))`` of shape ``(batch,)``."""
     estimators_lib.check_estimator(estimator)
-    u, g = self._solve_forward(x)
+    u, g = self._solve_forward(x, context)
     key = self.make_rng("logdet") if estimator.needs_key else None
     gu, logdet = estimator(key, g, u, transform="cayley")
     return u - gu, logdet
 
-  def _solve_inverse(self, y: jax.Array, solver: FixedPointSolver):
-    g = self.residual_function(y.shape[1:])
+  def _solve_inverse(self, y: jax.Array, solver: FixedPointSolver, context: jax.Array | None):
+    g = self.residual_function(y.shape[1:], context)
     u, info = solver(lambda z: -g(z), y)  # u - g(u) = y
     self.sow(INVERSE_INFO, "fixed_point", info)
     return u, g
 
-  def inverse(self, y: jax.Array, *, solver: FixedPointSolver = FixedPointSolver()) -> jax.Array:
+  def inverse(self, y: jax.Array, *, solver: FixedPointSolver = FixedPointSolver(),
+              context: jax.Array | None = None) -> jax.Array:
     """``F^{-1}(y) = u + g(u)`` with ``u - g(u) = y`` (Algorithm 1 on ``-g``); differentiable (implicitly)."""
-    u, g = self._solve_inverse(y, solver)
+    u, g = self._solve_inverse(y, solver, context)
     return u + g(u)
 
   def inverse_and_log_det(self, y: jax.Array, *, solver: FixedPointSolver = FixedPointSolver(),
-                          estimator: estimators_lib.LogDetEstimator) -> tuple[jax.Array, jax.Array]:
+                          estimator: estimators_lib.LogDetEstimator, context: jax.Array | None = None
+                          ) -> tuple[jax.Array, jax.Array]:
     """``(x, -ln det J_F(x))`` with ``x = F^{-1}(y)``: the log-det of the inverse map at ``y``."""
     estimators_lib.check_estimator(estimator)
-    u, g = self._solve_inverse(y, solver)
+    u, g = self._solve_inverse(y, solver, context)
     key = self.make_rng("logdet") if estimator.needs_key else None
     gu, logdet = estimator(key, g, u, transform="cayley")
     return u + gu, -logdet

@@ -19,6 +19,11 @@ Two architectures:
   ``Lip(g) <= ||W_n|| * prod_{i<n} sqrt(eta_1,i^2 + eta_2,i^2 (Lip(phi) ||W_i||)^2)``
   (:meth:`ResidualSpec.lipschitz_bound`).
 
+Conditional ``g(x, c)``: given a context ``c`` (shape ``(batch, k)``), a learned linear embedding of ``c``
+is added to the input of every activation (each layer's pre-activation; for images broadcast over
+space). ``c`` then only shifts the activations' inputs, so ``Lip_x(g(., c))`` has the same bound for
+every ``c`` and the certificate of the unconditional ``g`` certifies every conditional one.
+
 ``preactivation=True`` applies ``phi`` to the input first, as the reference implementations do for
 every block after the first. CLipSwish and CPila (``activation='clipswish'`` or ``'cpila'``) double the
 channels they are applied to; the layers' widths follow. ``iresflow.certify`` bounds ``Lip(g)`` rigorously.
@@ -136,7 +141,7 @@ class ContractiveResidual(nn.Module):
   spec: ResidualSpec = ResidualSpec()
 
   @nn.compact
-  def _build(self, input_shape: Sequence[int]
+  def _build(self, input_shape: Sequence[int], context: jax.Array | None = None
              ) -> tuple[ResidualFn, tuple[NormalizedWeights, ...], tuple[jax.Array, ...]]:
     spec = self.spec
     input_shape = tuple(int(n) for n in input_shape)
@@ -154,6 +159,13 @@ class ContractiveResidual(nn.Module):
         return None
       return jax.nn.softplus(self.param(name, nn.initializers.constant(0.5), ()))
 
+    def embed(name: str, width: int) -> jax.Array | float:
+      """The context's shift of an activation's input of ``width`` channels (0 without context)."""
+      if context is None:
+        return 0.0
+      shift = nn.Dense(width, name=name)(context)
+      return shift.reshape((shift.shape[0],) + (1,) * (len(input_shape) - 1) + (width,))
+
     def make_layer(i: int, width: int, in_shape: tuple[int, ...]) -> NormalizedWeights:
       common = dict(features=width, constraint=spec.constraint, name=f"layer{i}")
       if image:
@@ -163,11 +175,12 @@ class ContractiveResidual(nn.Module):
 
     # Activation before layer i (chain: i > 0, or i = 0 with preactivation); DenseNet: after each
     # concatenating layer i, and before the first one with preactivation.
-    layers, betas, concat = [], [], []
+    layers, betas, concat, shifts = [], [], [], []
     width = input_shape[-1]
-    pre_beta = None
+    pre_beta, pre_shift = None, 0.0
     if spec.preactivation:
       pre_beta = activation_beta("beta0")
+      pre_shift = embed("context_pre", width)
       width *= factor
     for i in range(n_layers):
       last = i == n_layers - 1
@@ -176,6 +189,8 @@ class ContractiveResidual(nn.Module):
         betas.append(activation_beta(f"beta{i}"))
         width *= factor
       layers.append(make_layer(i, out_width, input_shape[:-1] + (width,)))
+      if not last:  # the input of the activation after this layer
+        shifts.append(embed(f"context{i}", out_width))
       if densenet and not last:
         betas.append(activation_beta(f"beta{i + 1}"))
         raw = jax.nn.softplus(self.param(f"concat{i}", nn.initializers.zeros, (2,)))
@@ -185,26 +200,35 @@ class ContractiveResidual(nn.Module):
         width = out_width
     apply_layer = conv2d if image else dense
 
+    def shifted(h: jax.Array, shift) -> jax.Array:
+      return h if context is None else h + shift.astype(h.dtype)
+
     def g_chain(x: jax.Array) -> jax.Array:
-      h = phi(x, pre_beta) if spec.preactivation else x
+      h = phi(shifted(x, pre_shift), pre_beta) if spec.preactivation else x
       for i, weights in enumerate(layers):
         if i > 0:
-          h = phi(h, betas[i - 1])
+          h = phi(shifted(h, shifts[i - 1]), betas[i - 1])
         h = apply_layer(h, weights.kernel, weights.bias)
       return h
 
     def g_densenet(x: jax.Array) -> jax.Array:
-      h = phi(x, pre_beta) if spec.preactivation else x
-      for weights, beta, eta in zip(layers[:-1], betas, concat):
-        grown = phi(apply_layer(h, weights.kernel, weights.bias), beta)
+      h = phi(shifted(x, pre_shift), pre_beta) if spec.preactivation else x
+      for weights, beta, eta, shift in zip(layers[:-1], betas, concat, shifts):
+        grown = phi(shifted(apply_layer(h, weights.kernel, weights.bias), shift), beta)
         h = jnp.concatenate([eta[0].astype(h.dtype) * h, eta[1].astype(h.dtype) * grown], axis=-1)
       return apply_layer(h, layers[-1].kernel, layers[-1].bias)
 
     return (g_densenet if densenet else g_chain), tuple(layers), tuple(concat)
 
-  def residual_function(self, input_shape: Sequence[int]) -> ResidualFn:
-    """``g`` for per-example inputs of ``input_shape``: a pure function ``(batch, *input_shape) -> same``."""
-    return self._build(input_shape)[0]
+  def residual_function(self, input_shape: Sequence[int], context: jax.Array | None = None) -> ResidualFn:
+    """``g`` for per-example inputs of ``input_shape``: a pure function ``(batch, *input_shape) -> same``.
+
+    Args:
+      input_shape: the per-example shape of ``x``.
+      context: None, or ``(batch, k)``: ``g(., c)`` for this batch's contexts (the function then
+        takes batches of exactly ``batch`` examples, the ``i``-th with context ``c_i``).
+    """
+    return self._build(input_shape, context)[0]
 
   def normalized_layers(self, input_shape: Sequence[int]) -> tuple[NormalizedWeights, ...]:
     """The weights of every layer of ``g`` as ``g`` uses them (after eq. 2), in order."""
@@ -214,6 +238,6 @@ class ContractiveResidual(nn.Module):
     """``'densenet'``: the ``(eta_1, eta_2)`` of every concatenating layer, shape ``(2,)`` each; ``()`` for a chain."""
     return self._build(input_shape)[2]
 
-  def __call__(self, x: jax.Array) -> jax.Array:
-    """``g(x)`` for a batch ``x``."""
-    return self.residual_function(x.shape[1:])(x)
+  def __call__(self, x: jax.Array, context: jax.Array | None = None) -> jax.Array:
+    """``g(x)`` (or ``g(x, c)``) for a batch ``x``."""
+    return self.residual_function(x.shape[1:], context)(x)

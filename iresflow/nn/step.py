@@ -67,24 +67,26 @@ class FlowStep(nn.Module):
     self.norm = ActNorm() if self.actnorm else None
     self.block = make_block(self.spec, self.block_type, self.forward_solver)
 
-  def __call__(self, x: jax.Array) -> jax.Array:
-    return self.block(self.norm(x) if self.norm is not None else x)
+  def __call__(self, x: jax.Array, *, context: jax.Array | None = None) -> jax.Array:
+    return self.block(self.norm(x) if self.norm is not None else x, context=context)
 
-  def forward_and_log_det(self, x: jax.Array, *, estimator: estimators_lib.LogDetEstimator
-                          ) -> tuple[jax.Array, jax.Array]:
+  def forward_and_log_det(self, x: jax.Array, *, estimator: estimators_lib.LogDetEstimator,
+                          context: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
     total = jnp.zeros((x.shape[0],), accumulation_dtype(x.dtype))
     if self.norm is not None:
       x, total = self.norm.forward_and_log_det(x)
-    y, value = self.block.forward_and_log_det(x, estimator=estimator)
+    y, value = self.block.forward_and_log_det(x, estimator=estimator, context=context)
     return y, total + value
 
-  def inverse(self, y: jax.Array, *, solver: FixedPointSolver = FixedPointSolver()) -> jax.Array:
-    x = self.block.inverse(y, solver=solver)
+  def inverse(self, y: jax.Array, *, solver: FixedPointSolver = FixedPointSolver(),
+              context: jax.Array | None = None) -> jax.Array:
+    x = self.block.inverse(y, solver=solver, context=context)
     return self.norm.inverse(x) if self.norm is not None else x
 
   def inverse_and_log_det(self, y: jax.Array, *, solver: FixedPointSolver = FixedPointSolver(),
-                          estimator: estimators_lib.LogDetEstimator) -> tuple[jax.Array, jax.Array]:
-    x, total = self.block.inverse_and_log_det(y, solver=solver, estimator=estimator)
+                          estimator: estimators_lib.LogDetEstimator, context: jax.Array | None = None
+                          ) -> tuple[jax.Array, jax.Array]:
+    x, total = self.block.inverse_and_log_det(y, solver=solver, estimator=estimator, context=context)
     if self.norm is not None:
       x, value = self.norm.inverse_and_log_det(x)
       total = total + value
@@ -96,45 +98,49 @@ def _neumann_gradient(estimator) -> bool:
   return isinstance(estimator, estimators_lib.Roulette) or getattr(estimator, "gradient", None) == "neumann"
 
 
-def scan_forward(step: FlowStep, x: jax.Array, length: int, *, estimator=None, unroll: bool | None = None
-                 ) -> tuple[jax.Array, jax.Array]:
-  """Applies ``length`` stacked copies of ``step``; returns ``(y, summed log-det)`` (zeros without estimator)."""
+def scan_forward(step: FlowStep, x: jax.Array, length: int, *, estimator=None, unroll: bool | None = None,
+                 context: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+  """Applies ``length`` stacked copies of ``step``; returns ``(y, summed log-det)`` (zeros without estimator).
 
-  def body(module: FlowStep, carry, _):
+  ``context`` (``(batch, k)`` or None) is given to every step unchanged.
+  """
+
+  def body(module: FlowStep, carry, context):
     x, total = carry
     if estimator is None:
-      return (module(x), total), None
-    y, value = module.forward_and_log_det(x, estimator=estimator)
+      return (module(x, context=context), total), None
+    y, value = module.forward_and_log_det(x, estimator=estimator, context=context)
     return (y, total + value), None
 
   run = nn.scan(body, variable_axes=_SCAN_AXES, split_rngs={"params": True, "logdet": True}, length=length,
+                in_axes=nn.broadcast,
                 unroll=length if loops.resolve_unroll(unroll, fully_connected_neumann=x.ndim == 2 and
                                                       _neumann_gradient(estimator)) else 1,
                 check_constancy_invariants=False)
   total = jnp.zeros((x.shape[0],), accumulation_dtype(x.dtype))
-  (y, total), _ = run(step, (x, total), None)
+  (y, total), _ = run(step, (x, total), context)
   return y, total
 
 
 def scan_inverse(step: FlowStep, y: jax.Array, length: int, *, solver: FixedPointSolver, estimator=None,
-                 unroll: bool | None = None) -> tuple[jax.Array, jax.Array]:
+                 unroll: bool | None = None, context: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
   """Inverts ``length`` stacked copies of ``step`` (last first); returns ``(x, summed log-det of the inverse)``.
 
   ``unroll=None`` keeps the scan on every backend: each block's inverse is a ``while_loop`` anyway,
   and unrolled blocks sampled slower on a CPU too (docs/vs_normflows.md, sampling).
   """
 
-  def body(module: FlowStep, carry, _):
+  def body(module: FlowStep, carry, context):
     y, total = carry
     if estimator is None:
-      return (module.inverse(y, solver=solver), total), None
-    x, value = module.inverse_and_log_det(y, solver=solver, estimator=estimator)
+      return (module.inverse(y, solver=solver, context=context), total), None
+    x, value = module.inverse_and_log_det(y, solver=solver, estimator=estimator, context=context)
     return (x, total + value), None
 
   run = nn.scan(body, variable_axes=_SCAN_AXES, split_rngs={"params": True, "logdet": True}, length=length,
-                reverse=True, unroll=length if unroll else 1, check_constancy_invariants=False)
+                in_axes=nn.broadcast, reverse=True, unroll=length if unroll else 1, check_constancy_invariants=False)
   total = jnp.zeros((y.shape[0],), accumulation_dtype(y.dtype))
-  (x, total), _ = run(step, (y, total), None)
+  (x, total), _ = run(step, (y, total), context)
   return x, total
 
 
