@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 from typing import Callable
 
 import jax
@@ -83,8 +84,41 @@ def _check_positive_int(value, name: str, allow_none: bool = False) -> None:
     raise ValueError(f"{name}: expected a positive int{' or None' if allow_none else ''}, got {value!r}")
 
 
+def _check_positive_seconds(max_seconds) -> None:
+  if max_seconds is not None and not (isinstance(max_seconds, (int, float)) and max_seconds > 0):
+    raise ValueError(f"max_seconds: expected a positive number of seconds or None, got {max_seconds!r}")
+
+
+class _TrainingClock:
+  """Seconds of training after the first (compiling) step, paused while validating."""
+
+  def __init__(self, max_seconds: float | None):
+    self.max_seconds, self.elapsed, self.running_since, self.compiled = max_seconds, 0.0, None, False
+
+  def stepped(self, loss) -> None:
+    if self.max_seconds is None:
+      return
+    jax.block_until_ready(loss)
+    if not self.compiled:
+      self.compiled, self.running_since = True, time.perf_counter()
+
+  def seconds(self) -> float:
+    return self.elapsed + (0.0 if self.running_since is None else time.perf_counter() - self.running_since)
+
+  def out_of_time(self) -> bool:
+    return self.max_seconds is not None and self.compiled and self.seconds() >= self.max_seconds
+
+  def pause(self) -> None:
+    self.elapsed, self.running_since = self.seconds(), None
+
+  def resume(self) -> None:
+    if self.compiled and self.running_since is None:
+      self.running_since = time.perf_counter()
+
+
 def _run_steps(dist: FlowDistribution, objective: _Objective, optimizer, key):
-  state = TrainState.create(dist.variables, optimizer)
+  # A copy: the steps donate the state's buffers, and the caller's distribution must stay usable.
+  state = TrainState.create(jax.tree.map(jnp.copy, dist.variables), optimizer)
   step = jax.jit(stop_at_first_non_finite(make_train_step(objective, optimizer, 0.0, key)), donate_argnums=(0, 1))
   return state, step, Divergence.none()
 
@@ -103,8 +137,9 @@ def _with_state(dist: FlowDistribution, state: TrainState) -> FlowDistribution:
 
 def fit(key: jax.Array, dist: FlowDistribution, data: jax.typing.ArrayLike, *,
         context: jax.typing.ArrayLike | None = None, optimizer: optax.GradientTransformation | None = None,
-        batch_size: int = 128, max_epochs: int = 100, max_steps: int | None = None, val_fraction: float = 0.1,
-        patience: int = 5, progress: bool = True) -> tuple[FlowDistribution, dict[str, list[float]]]:
+        batch_size: int = 128, max_epochs: int = 100, max_steps: int | None = None,
+        max_seconds: float | None = None, val_fraction: float = 0.1, patience: int = 5, progress: bool = True
+        ) -> tuple[FlowDistribution, dict[str, list[float]]]:
   """Maximum likelihood on ``data`` with a validation split and early stopping.
 
   Args:
@@ -118,9 +153,11 @@ def fit(key: jax.Array, dist: FlowDistribution, data: jax.typing.ArrayLike, *,
     batch_size: examples per step (at most the training split's size).
     max_epochs: passes over the training split.
     max_steps: stop after this many steps in all (None: no limit).
+    max_seconds: stop after the first step that ends this many seconds of training (not counting the
+      first step, which compiles, or validation) in all (None: no limit).
     val_fraction: share of ``data`` held out for validation (0: none, no early stopping).
     patience: epochs without a better validation loss before stopping.
-    progress: show a progress bar (epochs, train and validation loss).
+    progress: show a progress bar (steps, the loss; per epoch the train and validation losses).
 
   Returns:
     The distribution with the parameters of the best validation loss (the last ones without a
@@ -156,6 +193,7 @@ def fit(key: jax.Array, dist: FlowDistribution, data: jax.typing.ArrayLike, *,
   for value, name in ((batch_size, "batch_size"), (max_epochs, "max_epochs"), (patience, "patience")):
     _check_positive_int(value, name)
   _check_positive_int(max_steps, "max_steps", allow_none=True)
+  _check_positive_seconds(max_seconds)
 
   split_key, order_key, step_key, val_key = jax.random.split(key, 4)
   order = np.asarray(jax.random.permutation(split_key, len(data)))
@@ -185,21 +223,32 @@ def fit(key: jax.Array, dist: FlowDistribution, data: jax.typing.ArrayLike, *,
   losses = {"train": [], "val": []}
   best, best_loss, waited, steps = None, math.inf, 0, 0
   steps_per_epoch = n_train // batch_size
-  bar = tqdm(range(max_epochs), desc="fit", disable=not progress, dynamic_ncols=True)
+  total_steps = max_epochs * steps_per_epoch if max_steps is None else min(max_steps, max_epochs * steps_per_epoch)
+  bar = tqdm(total=total_steps, desc="fit", unit="step", disable=not progress, dynamic_ncols=True, mininterval=1.0)
   rng = np.random.default_rng(np.asarray(jax.random.key_data(order_key)).ravel().tolist())
-  for _ in bar:
+  clock = _TrainingClock(max_seconds)
+  for epoch in range(max_epochs):
     permutation = rng.permutation(n_train)
     epoch_losses = []
     for b in range(steps_per_epoch):
+      if clock.out_of_time():
+        break
       indices = permutation[b * batch_size:(b + 1) * batch_size]
       batch = jax.tree.map(lambda a, indices=indices: jnp.asarray(a[indices]), train)
       state, divergence, metrics = step(state, divergence, batch)
+      clock.stepped(metrics["loss"])
       epoch_losses.append(metrics["loss"])
       steps += 1
+      bar.update(1)
+      if b % 50 == 49:
+        bar.set_postfix(epoch=epoch, loss=f"{float(metrics['loss']):.4f}", refresh=False)
       if max_steps is not None and steps >= max_steps:
         break
     _raise_if_diverged(divergence, "fit")
+    if not epoch_losses:  # the time ran out at the end of the last epoch
+      break
     losses["train"].append(float(jnp.mean(jnp.stack(epoch_losses))))
+    clock.pause()
     if n_val:
       losses["val"].append(validation(state.variables()))
       if losses["val"][-1] < best_loss:
@@ -207,11 +256,12 @@ def fit(key: jax.Array, dist: FlowDistribution, data: jax.typing.ArrayLike, *,
         best, best_loss, waited = jax.tree.map(jnp.copy, state.variables()), losses["val"][-1], 0
       else:
         waited += 1
-      bar.set_postfix(train=f"{losses['train'][-1]:.4f}", val=f"{losses['val'][-1]:.4f}")
+      bar.set_postfix(epoch=epoch, train=f"{losses['train'][-1]:.4f}", val=f"{losses['val'][-1]:.4f}")
     else:
       best = state.variables()
-      bar.set_postfix(train=f"{losses['train'][-1]:.4f}")
-    if waited >= patience or (max_steps is not None and steps >= max_steps):
+      bar.set_postfix(epoch=epoch, train=f"{losses['train'][-1]:.4f}")
+    clock.resume()
+    if waited >= patience or (max_steps is not None and steps >= max_steps) or clock.out_of_time():
       break
   bar.close()
   return dist.replace(variables=state.variables() if best is None else best), losses
@@ -219,7 +269,7 @@ def fit(key: jax.Array, dist: FlowDistribution, data: jax.typing.ArrayLike, *,
 
 def fit_variational(key: jax.Array, dist: FlowDistribution, log_density: Callable[[jax.Array], jax.Array], *,
                     optimizer: optax.GradientTransformation | None = None, steps: int = 1000,
-                    samples_per_step: int = 64, progress: bool = True
+                    max_seconds: float | None = None, samples_per_step: int = 64, progress: bool = True
                     ) -> tuple[FlowDistribution, list[float]]:
   """Variational inference: minimises the negative ELBO ``E_q[log q(x) - log_density(x)]``.
 
@@ -231,6 +281,8 @@ def fit_variational(key: jax.Array, dist: FlowDistribution, log_density: Callabl
       scalar; it is ``vmap``-ed over the samples.
     optimizer: default ``optax.adam(1e-3)`` with gradients clipped to norm 1.
     steps: optimizer steps.
+    max_seconds: stop earlier, after the step that ends this many seconds of training (not counting
+      the first step, which compiles); None: no limit.
     samples_per_step: reparameterised samples per step.
     progress: show a progress bar with the loss.
 
@@ -247,6 +299,7 @@ def fit_variational(key: jax.Array, dist: FlowDistribution, log_density: Callabl
     raise TypeError(f"log_density: expected a function of one point, got {log_density!r}")
   _check_positive_int(steps, "steps")
   _check_positive_int(samples_per_step, "samples_per_step")
+  _check_positive_seconds(max_seconds)
   probe = jax.eval_shape(log_density, jax.ShapeDtypeStruct(dist.event_shape, jnp.float32))
   if probe.shape != ():
     raise ValueError(f"log_density: expected a scalar for one point of shape {dist.event_shape}, got shape "
@@ -263,13 +316,18 @@ def fit_variational(key: jax.Array, dist: FlowDistribution, log_density: Callabl
   bar = tqdm(range(steps), desc="fit_variational", disable=not progress, dynamic_ncols=True, mininterval=1.0)
   pending = []
   dummy = jnp.zeros(())
+  clock = _TrainingClock(max_seconds)
   for i in bar:
     state, divergence, metrics = step(state, divergence, dummy)
+    clock.stepped(metrics["loss"])
     pending.append(metrics["loss"])
-    if len(pending) == check_every or i == steps - 1:
+    out_of_time = clock.out_of_time()
+    if len(pending) == check_every or i == steps - 1 or out_of_time:
       _raise_if_diverged(divergence, "fit_variational")
       losses.extend(float(v) for v in jnp.stack(pending))
       pending = []
       bar.set_postfix(loss=f"{losses[-1]:.4f}")
+    if out_of_time:
+      break
   bar.close()
   return _with_state(dist, state), losses

@@ -277,13 +277,15 @@ class FlowDistribution(flax.struct.PyTreeNode):
     u, value = self.inverse_and_log_det(flat, key=key, context=context)
     return (self.base_log_prob(u, context=context) + value).reshape(batch_shape)
 
-  def sample(self, key: jax.Array, n: int, *, context: jax.typing.ArrayLike | None = None, report: bool = False):
+  def sample(self, key: jax.Array, n: int, *, context: jax.typing.ArrayLike | None = None,
+             temperature: float = 1.0, report: bool = False):
     """``n`` samples of shape ``(n, *event_shape)`` (and the solver's report with ``report``).
 
     Conditional distributions: ``n`` samples for each context of ``context`` (shape ``(..., k)``), of
-    shape ``(n, ..., *event_shape)``.
+    shape ``(n, ..., *event_shape)``. ``temperature`` scales the base distribution's standard
+    deviation (1: samples of this distribution; below 1: nearer its modes, as in Glow's figures).
     """
-    x, _, info = self._sample(key, n, context, with_log_prob=False)
+    x, _, info = self._sample(key, n, context, with_log_prob=False, temperature=temperature)
     return (x, info) if report else x
 
   def sample_and_log_prob(self, key: jax.Array, n: int, *, context: jax.typing.ArrayLike | None = None,
@@ -296,7 +298,7 @@ class FlowDistribution(flax.struct.PyTreeNode):
     x, log_prob, info = self._sample(key, n, context, with_log_prob=True)
     return (x, log_prob, info) if report else (x, log_prob)
 
-  def _sample(self, key: jax.Array, n: int, context, with_log_prob: bool):
+  def _sample(self, key: jax.Array, n: int, context, with_log_prob: bool, temperature: float = 1.0):
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
       raise ValueError(f"n: expected a positive int, got {n!r}")
     context_batch = ()
@@ -306,7 +308,8 @@ class FlowDistribution(flax.struct.PyTreeNode):
     context = self._context(context, batch_shape, "sample")
     total = math.prod(batch_shape)
     base_key, logdet_key = jax.random.split(key)
-    u = self._apply(total, context=context, method=self.model.sample_prior, rngs={"sample": base_key})
+    u = self._apply(total, context=context, temperature=temperature, method=self.model.sample_prior,
+                    rngs={"sample": base_key})
     if not with_log_prob and self.direction == "density":  # the inverse without its log-det
       x, state = self._apply(u, solver=self.solver, context=context, method=self.model.inverse,
                              mutable=[INVERSE_INFO])

@@ -349,10 +349,16 @@ class IResNetFlow(nn.Module):
     """``log p(x)`` (:meth:`log_prob`); ``init`` through it creates every parameter, a hybrid head too."""
     return self.log_prob(x, estimator=estimator, context=context)
 
-  def sample_prior(self, n: int, *, context: jax.Array | None = None) -> jax.Array:
-    """``n`` flat latents from the prior (given ``context`` ``(n, context_size)``); draws from ``'sample'``."""
+  def sample_prior(self, n: int, *, context: jax.Array | None = None, temperature: float = 1.0) -> jax.Array:
+    """``n`` flat latents from the prior (given ``context`` ``(n, context_size)``); draws from ``'sample'``.
+
+    ``temperature`` scales the prior's standard deviation (below 1: samples nearer the modes, as in
+    Glow's figures; 1: the model's distribution).
+    """
     validation.check_positive_int(n, "n")
-    eps = jax.random.normal(self.make_rng("sample"), (n, math.prod(self.data_shape)))
+    if not temperature > 0:
+      raise ValueError(f"temperature: expected a positive number, got {temperature!r}")
+    eps = temperature * jax.random.normal(self.make_rng("sample"), (n, math.prod(self.data_shape)))
     moments = self._prior_mean_and_log_scale(n, context)
     if moments is not None:
       mean, log_scale = moments

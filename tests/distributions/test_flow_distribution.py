@@ -192,3 +192,21 @@ def test_log_prob_gradient_in_x_matches_finite_differences(dist):
     step = jnp.zeros_like(x).at[i, j].set(eps)
     finite_difference = (jnp.sum(dist.log_prob(x + step)) - jnp.sum(dist.log_prob(x - step))) / (2 * eps)
     np.testing.assert_allclose(grad[i, j], finite_difference, rtol=1e-2, atol=2e-3)
+
+
+def test_fit_and_fit_variational_stop_at_max_seconds():
+  """A time budget ends fits whose step and epoch limits would take hours (no timing asserted)."""
+  data = np.random.default_rng(0).standard_normal((200, 3)).astype(np.float32)
+  dist = FlowDistribution.create(jax.random.key(0), MODEL)
+  fitted, losses = fit(jax.random.key(1), dist, data, max_epochs=10**6, patience=10**6, max_seconds=1.0,
+                       progress=False)
+  assert 1 <= len(losses["train"]) < 10**6 and len(losses["val"]) == len(losses["train"])
+  assert np.all(np.isfinite(fitted.log_prob(data[:5])))
+  dist.log_prob(data[:5])  # the distribution passed in stays usable (fit copies what its steps donate)
+  sampler = dist.replace(direction="sampling")
+  _, vi_losses = fit_variational(jax.random.key(2), sampler, lambda x: -0.5 * x @ x, steps=10**7, max_seconds=1.0,
+                                 progress=False)
+  assert 1 <= len(vi_losses) < 10**7
+  for bad in (0, -1.0, "10"):
+    with pytest.raises(ValueError, match="max_seconds: expected a positive number"):
+      fit(jax.random.key(1), dist, data, max_seconds=bad, progress=False)

@@ -185,3 +185,21 @@ def test_family_quick(tmp_path):
   assert set(results) == {"Monotone Flow"} and monotone["certified"] and monotone["max_lipschitz_bound"] < 1
   assert np.isfinite(monotone["test_log_likelihood"]) and monotone["steps"] > 0
   assert "| Monotone Flow |" in stdout and (tmp_path / "family.png").exists()
+
+
+def test_conditional_mnist_quick_and_sampling_on_request(tmp_path):
+  stdout = _run("conditional_mnist.py", tmp_path)
+  with open(tmp_path / "conditional_mnist.json") as f:
+    results = json.load(f)
+  assert results["certified"] and results["samples_inverse_converged"]
+  assert results["dataset"] == "synthetic" and "20 synthetic test images" in stdout
+  assert np.isfinite(results["test_bits_per_dim"]) and 0 <= results["generative_classifier_accuracy"] <= 1
+  assert (tmp_path / "conditional_mnist_samples.png").exists()
+  # Samples of the digits asked for, from the saved variables, in the same working directory.
+  cwd = tmp_path / "cwd"
+  out = subprocess.run([sys.executable, str(ROOT / "experiments" / "conditional_mnist.py"), "--quick", "--sample-only",
+                        "--digits", "3", "7"], cwd=cwd, capture_output=True, text=True, timeout=600,
+                       env={**os.environ, "PYTHONPATH": str(ROOT)})
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert (cwd / "workdirs" / "conditional_mnist" / "conditional_mnist_digits_37.png").exists()
+  assert "inverse converged: True" in out.stdout
