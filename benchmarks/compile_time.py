@@ -6,7 +6,8 @@ depth (docs/vs_normflows.md reports that one).
 
 Compiles the jitted maximum-likelihood train step (forward, series log-det, gradient, Adam update,
 spectral-state update) of an ``IResNetFlow`` with one stage of N blocks, for several N, and reports
-compile time relative to the shallowest. Writes ``docs/compile_time.md``.
+compile time relative to the shallowest. Writes ``compile_time.md`` into ``--output-dir``
+(default ``workdirs/compile_time``; ``--docs-dir docs`` for the committed results).
 
     python benchmarks/compile_time.py            # 4, 8, 32, 64 blocks
     python benchmarks/compile_time.py --quick    # 2 and 4 blocks, tiny model (seconds; used by a test)
@@ -51,7 +52,9 @@ def compile_seconds(n_blocks: int, hidden: int, image: int, unroll: bool | None 
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--quick", action="store_true", help="tiny sizes, for a smoke test")
-  parser.add_argument("--output", default=os.path.join(ROOT, "docs", "compile_time.md"))
+  parser.add_argument("--output-dir", "--docs-dir", dest="output_dir",
+                      default=os.path.join("workdirs", "compile_time"),
+                      help="results folder (--docs-dir docs: the committed results)")
   args = parser.parse_args()
   depths, hidden, image = ((2, 4), 4, 8) if args.quick else ((4, 8, 32, 64), 32, 16)
   times = {n: compile_seconds(n, hidden, image) for n in depths}
@@ -60,7 +63,7 @@ def main() -> None:
   text = "\n".join([
       "# Compile time vs depth",
       "",
-      f"Command: `python benchmarks/compile_time.py{' --quick' if args.quick else ''}`. Machine: "
+      f"Command: `python benchmarks/compile_time.py{' --quick' if args.quick else ' --docs-dir docs'}`. Machine: "
       f"{platform.machine()}, {os.cpu_count()} CPUs, JAX {jax.__version__} on {jax.default_backend()}.",
       f"Jitted train step of a one-stage `IResNetFlow` ({image}x{image}x1 input squeezed to "
       f"{image // 2}x{image // 2}x4, hidden {hidden}, 5 series terms, batch 16). Blocks of a stage run "
@@ -73,7 +76,8 @@ def main() -> None:
   ])
   print(text)
   if not args.quick:
-    with open(args.output, "w") as f:
+    os.makedirs(args.output_dir, exist_ok=True)
+    with open(os.path.join(args.output_dir, "compile_time.md"), "w") as f:
       f.write(text)
 
 

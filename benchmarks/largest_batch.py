@@ -27,7 +27,7 @@ batch is measured again, and while it exceeds the budget the batch shrinks by th
 check costs a compile, not a run): the checked batch is one whose step fits. Running a normflows
 step at its line's batch would take tens of minutes on 2 cores, so its largest batch is the line's.
 
-    python benchmarks/largest_batch.py          # docs/largest_batch.{md,json}, ~15 min on 2 CPUs
+    python benchmarks/largest_batch.py --docs-dir docs   # docs/largest_batch.{md,json}, ~15 min on 2 CPUs
     python benchmarks/largest_batch.py --quick  # one tiny stage, Neumann only, 16 MiB budget, prints only
     python benchmarks/largest_batch.py --quick --rows iresflow/neumann  # the test's run
     python benchmarks/largest_batch.py --rows "iresflow/neumann, nn.scan"  # one row; the others kept
@@ -116,8 +116,7 @@ def normflows_child(gradient: str, batch: int, quick: bool) -> int:
   import normflows as nf
   import torch
 
-  sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-  from vs_normflows import _PeakResident  # a sibling script
+  from vs_normflows import _PeakResident  # a sibling script: run as a script, this folder is on sys.path
 
   torch.set_num_threads(os.cpu_count() or 1)
   torch.manual_seed(0)
@@ -179,7 +178,9 @@ def largest_batch(bytes_by_batch: dict[int, int], budget: int) -> dict:
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--quick", action="store_true")
-  parser.add_argument("--output-dir", default=None, help="default: docs/ (--quick: print only)")
+  parser.add_argument("--output-dir", "--docs-dir", dest="output_dir", default=None,
+                      help="results folder; default workdirs/largest_batch (--quick: print only; --docs-dir docs: "
+                           "the committed results)")
   parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS),
                       help="rows to measure; the others are kept from the JSON file in the output folder")
   parser.add_argument("--normflows-child", nargs=2, metavar=("GRADIENT", "BATCH"), help=argparse.SUPPRESS)
@@ -200,7 +201,7 @@ def main() -> None:
 
   import jax
 
-  output_dir = args.output_dir or (None if args.quick else os.path.join(ROOT, "docs"))
+  output_dir = args.output_dir or (None if args.quick else os.path.join("workdirs", "largest_batch"))
   path = os.path.join(output_dir, "largest_batch.json") if output_dir else None
   results = {"backend": jax.default_backend(), "budget_bytes": budget, "model": model_settings(args.quick),
              "measured_batches": batches, "rows": {}}
@@ -237,7 +238,8 @@ def report(results: dict) -> str:
   size = f"{budget / 2**30:g} GiB" if budget >= 2**30 else f"{budget / MiB:g} MiB"
   model = results["model"]
   lines = ["# Largest training batch in host memory: the paper's MNIST model, iresflow vs normflows (issue #15)", "",
-           f"Command: `python benchmarks/largest_batch.py` (numbers in largest_batch.json; {results['backend']}). "
+           "Command: `python benchmarks/largest_batch.py --docs-dir docs` "
+           f"(numbers in largest_batch.json; {results['backend']}). "
            f"Model: stages {tuple(model['stages'])}, {model['hidden']} hidden channels, 5-term series, Adamax; "
            "iresflow's bytes are XLA's memory analysis of the compiled step (its parameters, optimizer state "
            "and batch included), normflows' the rise of the resident set during a step (what was allocated "

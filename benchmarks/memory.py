@@ -6,7 +6,8 @@ configuration of this backend (``unroll=None``). With backprop through the serie
 residuals are kept for the backward pass; with the Neumann-series gradient (Residual Flows) the
 series runs without gradient and memory stays flat. ``remat`` (``PowerSeries(remat=...)``; the
 default with the Neumann gradient) keeps only each block's input and Neumann vector and recomputes
-``g`` in the backward pass. Writes ``docs/memory.md`` and ``docs/memory.json``.
+``g`` in the backward pass. Writes ``memory.md`` and ``memory.json`` into
+``--output-dir`` (default ``workdirs/memory``; ``--docs-dir docs`` for the committed results).
 
     python benchmarks/memory.py            # 28x28x1 input, 8 blocks, 64 hidden channels, batch 64
     python benchmarks/memory.py --quick    # tiny (seconds; used by a test)
@@ -47,7 +48,9 @@ def temp_bytes(n_terms: int, gradient: str, remat: bool, image: int, blocks: int
 
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--quick", action="store_true")
+  parser.add_argument("--quick", action="store_true", help="one tiny cell, printed only")
+  parser.add_argument("--output-dir", "--docs-dir", dest="output_dir", default=os.path.join("workdirs", "memory"),
+                      help="results folder (--docs-dir docs: the committed results)")
   args = parser.parse_args()
   image, blocks, hidden, batch = (8, 2, 4, 8) if args.quick else (28, 8, 64, 64)
   many = 4 if args.quick else 20
@@ -67,7 +70,8 @@ def main() -> None:
   text = "\n".join([
       "# Training-step memory vs series terms",
       "",
-      f"Command: `python benchmarks/memory.py{' --quick' if args.quick else ''}`. Machine: {platform.machine()}, "
+      f"Command: `python benchmarks/memory.py{' --quick' if args.quick else ' --docs-dir docs'}`. "
+      f"Machine: {platform.machine()}, "
       f"{os.cpu_count()} CPUs, JAX {jax.__version__} on {jax.default_backend()}. Temporary buffers of the "
       f"compiled train step (XLA memory analysis) of an `IResNetFlow` on {image}x{image}x1 inputs, {blocks} "
       f"blocks, {hidden} hidden channels, batch {batch}; blocks and series terms "
@@ -80,9 +84,10 @@ def main() -> None:
   ])
   print(text)
   if not args.quick:
-    with open(os.path.join(ROOT, "docs", "memory.md"), "w") as f:
+    os.makedirs(args.output_dir, exist_ok=True)
+    with open(os.path.join(args.output_dir, "memory.md"), "w") as f:
       f.write(text)
-    with open(os.path.join(ROOT, "docs", "memory.json"), "w") as f:
+    with open(os.path.join(args.output_dir, "memory.json"), "w") as f:
       json.dump(results, f, indent=1)
 
 

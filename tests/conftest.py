@@ -11,7 +11,7 @@
   (``--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true``, what
   ``jax_disable_most_optimizations`` sets) and the classic fusion code generator instead of the
   newer fusion emitters (``--xla_cpu_use_fusion_emitters=false``). On these small models
-  compilation, not execution, is most of a test's time (measurements in docs/test_time.md). They
+  compilation, not execution, is most of a test's time (measurements in docs/design_notes.md). They
   change how float32 sums are rounded, not what a test checks. ``IRESFLOW_TEST_XLA_OPT=1`` keeps
   XLA's defaults: ``make test`` runs the tests marked ``default_xla`` that way, in a second pass, so
   that a defect only XLA's default code generator shows can fail the suite.

@@ -1,4 +1,5 @@
-"""The README's code examples run as written, and every certificate they print certifies every block."""
+"""The code examples of the README and of the documentation's guide pages run as written, and every
+certificate they print certifies every block."""
 
 import contextlib
 import io
@@ -7,21 +8,26 @@ import re
 
 import pytest
 
-README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
-EXAMPLES = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+PAGES = [ROOT / "README.md", ROOT / "docs" / "getting_started.md", *sorted((ROOT / "docs" / "guide").glob("*.md"))]
+EXAMPLES = [(page, index, code) for page in PAGES
+            for index, code in enumerate(re.findall(r"```python\n(.*?)```", page.read_text(), re.S))]
 
 
 @pytest.mark.default_xla
-@pytest.mark.parametrize("index", range(len(EXAMPLES)))
-def test_readme_example_runs(index):
+@pytest.mark.parametrize("page,index,code", EXAMPLES,
+                         ids=[f"{page.relative_to(ROOT)}:{index}" for page, index, _ in EXAMPLES])
+def test_documented_example_runs(page, index, code):
   printed = io.StringIO()
   with contextlib.redirect_stdout(printed):
-    exec(compile(EXAMPLES[index], f"README.md example {index}", "exec"), {})
+    exec(compile(code, f"{page.relative_to(ROOT)} example {index}", "exec"), {})
   output = printed.getvalue()
   assert "NOT certified" not in output and "NOT all certified" not in output, output
-  if "certify(" in EXAMPLES[index] and ".table()" in EXAMPLES[index]:
+  if "certify(" in code and ".table()" in code:
     assert "all certified" in output, output
 
 
-def test_readme_has_examples():
-  assert len(EXAMPLES) >= 2
+def test_readme_and_guide_have_examples():
+  assert sum(page.name == "README.md" for page, _, _ in EXAMPLES) >= 1
+  assert {page.stem for page, _, _ in EXAMPLES} >= {"README", "getting_started", "distributions", "core", "models",
+                                                    "certification", "estimators"}

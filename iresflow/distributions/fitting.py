@@ -224,6 +224,8 @@ def fit(key: jax.Array, dist: FlowDistribution, data: jax.typing.ArrayLike, *,
   best, best_loss, waited, steps = None, math.inf, 0, 0
   steps_per_epoch = n_train // batch_size
   total_steps = max_epochs * steps_per_epoch if max_steps is None else min(max_steps, max_epochs * steps_per_epoch)
+  if max_seconds is not None:  # the budget decides: a step count would promise a time that will not come
+    total_steps = None
   bar = tqdm(total=total_steps, desc="fit", unit="step", disable=not progress, dynamic_ncols=True, mininterval=1.0)
   rng = np.random.default_rng(np.asarray(jax.random.key_data(order_key)).ravel().tolist())
   clock = _TrainingClock(max_seconds)

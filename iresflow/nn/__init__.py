@@ -4,10 +4,11 @@ Blocks: ``IResNetBlock`` (``x + g(x)``, i-ResNets and Residual Flows) and ``Mono
 Cayley transform of ``g``, Monotone Flows); ``g`` is a chain or, for i-DenseNets, a Lipschitz
 DenseNet (``ResidualSpec(architecture='densenet', activation='clipswish')``).
 
-Every invertible piece (``ActNorm``, ``Squeeze``, ``IResNetBlock``, ``MonotoneBlock``, ``FlowStep``, and the models) has
-``__call__``, ``forward_and_log_det(x, *, estimator)``, ``inverse(y, *, solver)`` and
-``inverse_and_log_det(y, *, solver, estimator)``; the estimators and the solver come from
-:mod:`iresflow.core` and are re-exported here.
+Every invertible piece (``ActNorm``, ``Squeeze``, ``IResNetBlock``, ``MonotoneBlock``, ``FlowStep``, and the
+flows) is an :class:`Invertible`: ``forward_and_log_det``, ``inverse`` and ``inverse_and_log_det``, each
+taking the keyword settings it uses (``estimator=``, ``solver=``, ``context=``; see
+:mod:`iresflow.nn.invertible`). The estimators and the solver come from :mod:`iresflow.core` and are
+re-exported here.
 """
 
 from iresflow.core.estimators import ExactLogDet, PowerSeries, Roulette
@@ -16,6 +17,7 @@ from iresflow.nn.actnorm import ActNorm
 from iresflow.nn.activations import (ACTIVATIONS, Activation, clipswish, cpila, get_activation, lipswish, pila,
                                      register_activation)
 from iresflow.nn.block import INVERSE_INFO, ContractiveBlock, IResNetBlock, inverse_info
+from iresflow.nn.invertible import Invertible
 from iresflow.nn.monotone import MonotoneBlock
 from iresflow.nn.reshape import Squeeze, injective_pad, squeeze, unsqueeze
 from iresflow.nn.residual import ContractiveResidual, ResidualSpec
@@ -25,7 +27,7 @@ from iresflow.nn.step import BLOCK_TYPES, BlockView, FlowStep
 __all__ = [
     "ACTIVATIONS", "ActNorm", "Activation", "BLOCK_TYPES", "BlockView", "ContractiveBlock", "ContractiveResidual",
     "ExactLogDet",
-    "FixedPointInfo", "FixedPointSolver", "FlowStep", "INVERSE_INFO", "IResNetBlock",
+    "FixedPointInfo", "FixedPointSolver", "FlowStep", "INVERSE_INFO", "IResNetBlock", "Invertible",
     "LipschitzConstraint", "MonotoneBlock", "NormalizedWeights", "PowerSeries", "ResidualSpec", "Roulette",
     "SpectralConv", "SpectralDense", "Squeeze", "clipswish", "cpila", "get_activation", "injective_pad", "inverse_info",
     "lipswish", "pila", "register_activation", "squeeze", "unsqueeze",

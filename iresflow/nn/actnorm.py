@@ -4,8 +4,8 @@
 ``log_scale = -log(std)`` of the batch seen at ``init``, so the first batch comes out with zero mean
 and unit variance per channel. ``log|det| = (number of positions) * sum(log_scale)`` per example.
 
-It has the contract of every invertible piece (see ``iresflow.nn.block``); its log-det is exact, so
-the ``estimator`` and ``solver`` arguments are accepted and ignored.
+It has the contract of every invertible piece (:mod:`iresflow.nn.invertible`); its log-det is exact
+and its inverse closed-form, so it takes no estimator and no solver.
 """
 
 from __future__ import annotations
@@ -47,20 +47,17 @@ class ActNorm(nn.Module):
     bias, log_scale = self._params(x)
     return (x + bias.astype(x.dtype)) * jnp.exp(log_scale).astype(x.dtype)
 
-  def forward_and_log_det(self, x: jax.Array, *, estimator=None) -> tuple[jax.Array, jax.Array]:
-    """``(y, log|det J|)``; the log-det is ``(batch,)``, float32. ``estimator`` is ignored (exact)."""
-    del estimator
+  def forward_and_log_det(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``(y, log|det J|)``; the log-det is ``(batch,)``, float32 (exact)."""
     _, log_scale = self._params(x)
     return self(x), self._log_det(x, log_scale)
 
-  def inverse(self, y: jax.Array, *, solver=None) -> jax.Array:
-    """``x`` with ``ActNorm(x) = y``, in ``y``'s dtype. ``solver`` is ignored (closed form)."""
-    del solver
+  def inverse(self, y: jax.Array) -> jax.Array:
+    """``x`` with ``ActNorm(x) = y``, in ``y``'s dtype (closed form)."""
     bias, log_scale = self._params(y)
     return y * jnp.exp(-log_scale).astype(y.dtype) - bias.astype(y.dtype)
 
-  def inverse_and_log_det(self, y: jax.Array, *, solver=None, estimator=None) -> tuple[jax.Array, jax.Array]:
+  def inverse_and_log_det(self, y: jax.Array) -> tuple[jax.Array, jax.Array]:
     """``(x, -log|det J|)``."""
-    del solver, estimator
     _, log_scale = self._params(y)
     return self.inverse(y), -self._log_det(y, log_scale)

@@ -5,7 +5,7 @@ The block holds ``g``'s parameters (:class:`~iresflow.nn.residual.ContractiveRes
 (:mod:`iresflow.core.estimators`: ``ExactLogDet``, ``PowerSeries`` (Algorithm 2), ``Roulette``) and the
 fixed-point solver (:class:`~iresflow.core.fixed_point.FixedPointSolver`, Algorithm 1) for the inverse.
 
-Like every invertible piece of iresflow it offers
+Like every invertible piece of iresflow (:mod:`iresflow.nn.invertible`) it offers
 
 * ``__call__(x)`` -> ``y``, and ``forward_and_log_det(x, *, estimator)`` -> ``(y, log det J_F(x))``;
 * ``inverse(y, *, solver)`` -> ``x``, and ``inverse_and_log_det(y, *, solver, estimator)`` ->

@@ -43,7 +43,7 @@ def injective_pad(x: jax.Array, n_channels: int) -> jax.Array:
 
 
 class Squeeze(nn.Module):
-  """:func:`squeeze` as an invertible piece: log-det 0; ``estimator`` and ``solver`` are ignored.
+  """:func:`squeeze` as an invertible piece (:mod:`iresflow.nn.invertible`): a permutation, log-det 0.
 
   Attributes:
     factor: spatial factor ``f``.
@@ -54,14 +54,11 @@ class Squeeze(nn.Module):
   def __call__(self, x: jax.Array) -> jax.Array:
     return squeeze(x, self.factor)
 
-  def forward_and_log_det(self, x: jax.Array, *, estimator=None) -> tuple[jax.Array, jax.Array]:
-    del estimator
+  def forward_and_log_det(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
     return squeeze(x, self.factor), jnp.zeros((x.shape[0],), accumulation_dtype(x.dtype))
 
-  def inverse(self, y: jax.Array, *, solver=None) -> jax.Array:
-    del solver
+  def inverse(self, y: jax.Array) -> jax.Array:
     return unsqueeze(y, self.factor)
 
-  def inverse_and_log_det(self, y: jax.Array, *, solver=None, estimator=None) -> tuple[jax.Array, jax.Array]:
-    del solver, estimator
+  def inverse_and_log_det(self, y: jax.Array) -> tuple[jax.Array, jax.Array]:
     return unsqueeze(y, self.factor), jnp.zeros((y.shape[0],), accumulation_dtype(y.dtype))

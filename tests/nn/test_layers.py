@@ -149,6 +149,22 @@ def test_squeeze_module_has_the_contract_of_an_invertible_piece():
   assert float(jnp.max(jnp.abs(logdet))) == 0.0 and float(jnp.max(jnp.abs(inverse_logdet))) == 0.0
 
 
+def test_every_invertible_piece_has_the_contract_and_takes_only_the_settings_it_uses():
+  from iresflow.models import IResNetFlow
+  from iresflow.nn import FlowStep, Invertible, MonotoneBlock
+  for piece in (ActNorm(), Squeeze(), IResNetBlock(ResidualSpec()), MonotoneBlock(ResidualSpec()), FlowStep(),
+                IResNetFlow(data_shape=(2,), stages=(), fc_blocks=1)):
+    assert isinstance(piece, Invertible), type(piece).__name__
+  x = jax.random.normal(jax.random.key(0), (2, 4, 4, 3))
+  # Exact log-dets and closed-form inverses: no estimator, no solver.
+  for piece in (ActNorm(), Squeeze()):
+    variables = piece.init(jax.random.key(1), x)
+    with pytest.raises(TypeError, match="estimator"):
+      piece.apply(variables, x, estimator=PowerSeries(), method=piece.forward_and_log_det)
+    with pytest.raises(TypeError, match="solver"):
+      piece.apply(variables, x, solver=None, method=piece.inverse)
+
+
 def test_injective_pad_appends_zero_channels():
   x = jnp.ones((2, 3, 3, 1))
   y = injective_pad(x, 3)
