@@ -17,36 +17,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
-import time
 
-import jax
-import jax.numpy as jnp
-import optax
 
-from iresflow.models import IResNetFlow
-from iresflow.nn import ExactLogDet, PowerSeries, ResidualSpec
-from iresflow.train import TrainState
-from iresflow.train.steps import make_train_step
-from iresflow.train.tasks import DensityPreprocessing, DensityTask
+from common import compile_seconds, machine_description  # this folder's shared helpers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def compile_seconds(n_blocks: int, hidden: int, image: int, unroll: bool | None = False) -> float:
-  """Compile time of the train step; ``unroll`` for blocks and series terms (None: the backend's default)."""
-  model = IResNetFlow(data_shape=(image, image, 1), stages=(n_blocks,), residual=ResidualSpec(hidden=hidden),
-                      unroll_blocks=unroll)
-  x = jnp.zeros((16, image, image, 1), jnp.uint8)
-  task = DensityTask(model, DensityPreprocessing(256), PowerSeries(n_terms=5, unroll=unroll), ExactLogDet())
-  variables = jax.jit(task.init_variables)(jax.random.key(0), (x,))
-  optimizer = optax.adam(1e-3)
-  state = TrainState.create(variables, optimizer)
-  step = make_train_step(task, optimizer, 0.999, jax.random.key(2))
-  lowered = jax.jit(step).lower(state, (x,))
-  start = time.perf_counter()
-  lowered.compile()
-  return time.perf_counter() - start
 
 
 def main() -> None:
@@ -64,7 +39,7 @@ def main() -> None:
       "# Compile time vs depth",
       "",
       f"Command: `python benchmarks/compile_time.py{' --quick' if args.quick else ' --docs-dir docs'}`. Machine: "
-      f"{platform.machine()}, {os.cpu_count()} CPUs, JAX {jax.__version__} on {jax.default_backend()}.",
+      f"{machine_description()}.",
       f"Jitted train step of a one-stage `IResNetFlow` ({image}x{image}x1 input squeezed to "
       f"{image // 2}x{image // 2}x4, hidden {hidden}, 5 series terms, batch 16). Blocks of a stage run "
       "under `nn.scan`, so the step is traced once whatever the depth.",

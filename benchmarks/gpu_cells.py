@@ -69,7 +69,7 @@ def memory():
 
 
 def compile_cells():
-  from compile_time import compile_seconds
+  from common import compile_seconds
   depths, hidden, image = bench.compile_sizes(QUICK)
   for n_blocks in depths:
     seconds = compile_seconds(n_blocks, hidden, image)

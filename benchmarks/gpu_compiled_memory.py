@@ -33,7 +33,7 @@ the CPU for everything else, since the plugin cannot initialise without a GPU:
 from __future__ import annotations
 
 import argparse
-import importlib
+import importlib.util
 import inspect
 import json
 import os
@@ -151,6 +151,15 @@ def paper_cells(full_size_step, device: jax.Device, quick: bool) -> dict:
   return results
 
 
+def load_script(directory: str, name: str):
+  """The module ``directory/name.py`` (a benchmark script of this or another checkout), imported by path."""
+  spec = importlib.util.spec_from_file_location(name, os.path.join(directory, f"{name}.py"))
+  module = importlib.util.module_from_spec(spec)
+  sys.modules[name] = module
+  spec.loader.exec_module(module)
+  return module
+
+
 def git_commit(directory: str) -> str:
   out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=directory)
   return out.stdout.strip() or "unknown"
@@ -168,14 +177,13 @@ def main() -> None:
   parser.add_argument("--quick", action="store_true", help="tiny sizes; prints only unless --output")
   parser.add_argument("--output", default=None, help="JSON file (default docs/gpu_compiled_memory.json)")
   args = parser.parse_args()
-  sys.path.insert(0, os.path.abspath(args.bench_dir))
   device = target_device(args.target)
   results = {"target": device.device_kind, "platform": device.platform, "jax": jax.__version__,
              "commit": git_commit(os.path.abspath(args.bench_dir)), "quick": args.quick}
   if "image" in args.cells:
-    results["image"] = image_cells(importlib.import_module("vs_normflows"), device, args.quick)
+    results["image"] = image_cells(load_script(args.bench_dir, "vs_normflows"), device, args.quick)
   if "paper" in args.cells:
-    results["paper"] = paper_cells(importlib.import_module("full_size_step"), device, args.quick)
+    results["paper"] = paper_cells(load_script(args.bench_dir, "full_size_step"), device, args.quick)
   if args.measured:
     with open(args.measured) as f:
       measured = json.load(f)["memory"]

@@ -116,7 +116,7 @@ def normflows_child(gradient: str, batch: int, quick: bool) -> int:
   import normflows as nf
   import torch
 
-  from vs_normflows import _PeakResident  # a sibling script: run as a script, this folder is on sys.path
+  from common import PeakResident
 
   torch.set_num_threads(os.cpu_count() or 1)
   torch.manual_seed(0)
@@ -145,7 +145,7 @@ def normflows_child(gradient: str, batch: int, quick: bool) -> int:
     nf.utils.update_lipschitz(model, 5)
 
   step()  # ActNorm's data init, the optimizer's state, the power-iteration vectors
-  with _PeakResident() as meter:
+  with PeakResident() as meter:
     before = meter.peak
     step()
   return meter.peak - before

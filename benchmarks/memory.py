@@ -18,12 +18,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 
 import jax
 import jax.numpy as jnp
 import optax
 
+from common import machine_description  # this folder's shared helpers
 from iresflow.core import loops
 from iresflow.models import IResNetFlow
 from iresflow.nn import ExactLogDet, PowerSeries, ResidualSpec
@@ -71,8 +71,7 @@ def main() -> None:
       "# Training-step memory vs series terms",
       "",
       f"Command: `python benchmarks/memory.py{' --quick' if args.quick else ' --docs-dir docs'}`. "
-      f"Machine: {platform.machine()}, "
-      f"{os.cpu_count()} CPUs, JAX {jax.__version__} on {jax.default_backend()}. Temporary buffers of the "
+      f"Machine: {machine_description()}. Temporary buffers of the "
       f"compiled train step (XLA memory analysis) of an `IResNetFlow` on {image}x{image}x1 inputs, {blocks} "
       f"blocks, {hidden} hidden channels, batch {batch}; blocks and series terms "
       f"{'unrolled' if results['unrolled'] else 'under nn.scan / fori_loop'} (this backend's default).",

@@ -29,6 +29,7 @@ sampling), as flowjax recommends.
     pip install -e ".[bench]"                                  # flowjax (and the normflows peer)
     python benchmarks/vs_flowjax.py --docs-dir docs            # 5 tasks x 3 flows x 60 s (~20 min on 2 cores)
     python benchmarks/vs_flowjax.py --quick                    # 1-second budgets, 3 tasks (the test suite)
+    python benchmarks/vs_flowjax.py --profile --docs-dir docs  # where the VI step's time goes (~1 min)
 
 Writes ``vs_flowjax.{json,md}`` and ``vs_flowjax_two_moons.png`` into ``--output-dir`` (default
 ``workdirs/vs_flowjax``). Nothing here decides whether CI passes.
@@ -40,7 +41,7 @@ import argparse
 import json
 import math
 import os
-import platform
+import re
 import time
 
 import equinox as eqx
@@ -56,6 +57,7 @@ from flowjax.train.losses import ElboLoss, MaximumLikelihoodLoss
 from flowjax.train.train_utils import step as flowjax_step
 from tqdm import tqdm
 
+from common import machine_description  # this folder's shared helpers
 from iresflow import FlowDistribution, fit, fit_variational
 from iresflow.core import ExactLogDet
 from iresflow.models import IResNetFlow
@@ -306,6 +308,110 @@ def vi_cell(name: str, seconds: float) -> dict:
   return results
 
 
+# ----------------------------------------------------------------------------------------- profile
+def kernels_per_call(compiled) -> int:
+  """Kernels one call of a compiled program runs: the instructions that do work in its entry
+  computation, with each while loop's body counted as many times as its known trip count (XLA:CPU
+  runs every such instruction as one kernel call; fusions are one each)."""
+  computations, name = {}, None
+  for line in compiled.as_text().splitlines():
+    header = re.match(r"^(ENTRY )?%([\w.\-]+) ", line)
+    if header:
+      name = "ENTRY" if header.group(1) else header.group(2)
+      computations[name] = []
+    elif line.startswith("}"):
+      name = None
+    elif name is not None and " = " in line:
+      computations[name].append(line)
+  idle = (" parameter(", " constant(", " tuple(", " get-tuple-element(", " bitcast(")
+
+  def count(computation: str) -> int:
+    total = 0
+    for line in computations[computation]:
+      if any(op in line for op in idle):
+        continue
+      total += 1
+      if " while(" in line:
+        body = re.search(r"body=%([\w.\-]+)", line).group(1)
+        trips = re.search(r'"known_trip_count":\{"n":"(\d+)"\}', line)
+        total += (int(trips.group(1)) if trips else 1) * count(body)
+    return total
+
+  return count("ENTRY")
+
+
+def _cpu_ms_per_call(fn, args, repeats: int) -> float:
+  """Median process CPU time of ``fn(*args)`` in ms (CPU time: the reading holds on a shared machine)."""
+  jax.block_until_ready(fn(*args))
+  times = []
+  for _ in range(repeats):
+    start = time.process_time()
+    jax.block_until_ready(fn(*args))
+    times.append(1e3 * (time.process_time() - start))
+  return float(np.median(times))
+
+
+def profile_vi(repeats: int) -> dict:
+  """Where the i-ResNet's VI step spends its time, next to flowjax's MAF (the banana task's flows).
+
+  Each variant is the jitted gradient of the negative ELBO over 128 samples with respect to the
+  parameters (no optimizer): its CPU time per call, XLA's FLOP count and the number of kernels its
+  optimised program calls (XLA counts the FLOPs of a while loop's body once; flowjax loops over its
+  layers).
+  """
+  log_density = banana_log_density
+  maf = flowjax_flows(2, None, invert=False)["flowjax MAF"]
+  dist = iresflow_distribution(2, 0, n_params_flowjax(maf), "sampling")
+  model, variables = dist.model, dist.variables
+  key = jax.random.key(0)
+  u = jax.random.normal(key, (VI_SAMPLES, 2))
+
+  def iresflow_loss(estimator, with_log_det=True):
+    def loss(params):
+      v = {**variables, "params": params}
+      if not with_log_det:
+        x = model.apply(v, u, method=model.forward)
+        return -jnp.mean(jax.vmap(log_density)(x))
+      x, log_det = model.apply(v, u, estimator=estimator, method=model.forward_and_log_det, rngs={"logdet": key})
+      log_q = model.apply(v, u, method=model.prior_log_prob) - log_det
+      return jnp.mean(log_q - jax.vmap(log_density)(x))
+    return jax.jit(jax.value_and_grad(loss)), (variables["params"],)
+
+  params, static = _partition(maf)
+  elbo = ElboLoss(log_density, num_samples=VI_SAMPLES)
+  maf_grad = jax.jit(jax.value_and_grad(lambda p: elbo(p, static, key)))
+  from iresflow.core import PowerSeries
+  variants = {
+      "iresflow: exact log-det (what fit_variational runs)": iresflow_loss(dist.estimator),
+      "iresflow: 5-term power series, 1 probe": iresflow_loss(PowerSeries(n_terms=5)),
+      "iresflow: the blocks alone (no log-det)": iresflow_loss(None, with_log_det=False),
+      "flowjax MAF": (maf_grad, (params,)),
+  }
+  rows = {}
+  for name, (fn, args) in variants.items():
+    compiled = fn.lower(*args).compile()
+    analysis = compiled.cost_analysis()
+    analysis = analysis[0] if isinstance(analysis, list) else analysis
+    rows[name] = {"cpu_ms_per_gradient": _cpu_ms_per_call(fn, args, repeats),
+                  "flops": float(analysis.get("flops", float("nan"))),
+                  "kernels": kernels_per_call(compiled)}
+    print(f"  {name}: {rows[name]['cpu_ms_per_gradient']:.3f} ms CPU, {rows[name]['flops'] / 1e6:.2f} MFLOP, "
+          f"{rows[name]['kernels']} kernels", flush=True)
+  return {"task": "banana", "samples_per_step": VI_SAMPLES, "iresflow_parameters": n_params_iresflow(dist),
+          "maf_parameters": n_params_flowjax(maf), "iresflow_blocks": IRESNET_BLOCKS, "repeats": repeats,
+          "variants": rows}
+
+
+def profile_table(profile: dict) -> str:
+  maf = profile["variants"]["flowjax MAF"]
+  lines = ["| variant | CPU ms per gradient | vs MAF | MFLOP | kernels per call |", "|---|---:|---:|---:|---:|"]
+  for name, r in profile["variants"].items():
+    ratio = r["cpu_ms_per_gradient"] / maf["cpu_ms_per_gradient"]
+    lines.append(f"| {name} | {r['cpu_ms_per_gradient']:.3f} | {ratio:.2f}x | {r['flops'] / 1e6:.2f} "
+                 f"| {r['kernels']} |")
+  return "\n".join(lines)
+
+
 # ------------------------------------------------------------------------------------------ report
 def moons_figure(flows: dict, reference: np.ndarray, x_o, path: str) -> None:
   import matplotlib
@@ -356,13 +462,30 @@ def main() -> None:
                       help="results folder (--docs-dir docs: the committed results)")
   parser.add_argument("--quick", action="store_true",
                       help="a 1-second budget on wine, two_moons (small) and banana (a smoke test)")
+  parser.add_argument("--profile", action="store_true",
+                      help="only profile the VI step against the MAF's (vs_flowjax_profile.{json,md})")
   args = parser.parse_args()
+  if args.profile:
+    os.makedirs(args.output_dir, exist_ok=True)
+    profile = profile_vi(repeats=20 if args.quick else 300)
+    profile.update(machine=machine_description("flowjax"),
+                   command="python benchmarks/vs_flowjax.py --profile --docs-dir docs")
+    with open(os.path.join(args.output_dir, "vs_flowjax_profile.json"), "w") as f:
+      json.dump(profile, f, indent=1)
+    table = profile_table(profile)
+    print(table)
+    with open(os.path.join(args.output_dir, "vs_flowjax_profile.md"), "w") as f:
+      f.write(f"# Profile of the VI step: iresflow vs flowjax's MAF\n\nCommand: `{profile['command']}` (written "
+              f"by it, with vs_flowjax_profile.json). Machine: {profile['machine']}. The banana task's flows "
+              f"({profile['iresflow_parameters']:,} and {profile['maf_parameters']:,} parameters); each row is "
+              f"the jitted gradient of the negative ELBO over {profile['samples_per_step']} samples, median of "
+              f"{profile['repeats']} calls.\n\n{table}\n")
+    return
   seconds = 1.0 if args.quick else args.seconds
   if args.quick:
     args.tasks = [task for task in args.tasks if task in ("wine", "two_moons", "banana")]
   os.makedirs(args.output_dir, exist_ok=True)
-  results = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-                        f"{jax.default_backend()}", "seconds_per_flow": seconds, "batch_size": BATCH,
+  results = {"machine": machine_description("flowjax"), "seconds_per_flow": seconds, "batch_size": BATCH,
              "command": "python benchmarks/vs_flowjax.py --docs-dir docs"}
   for task in args.tasks:
     if task in ("wine", "diabetes"):

@@ -42,15 +42,16 @@ import dataclasses
 import functools
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from dataclasses import dataclass
 
 import numpy as np
+
+import common  # this folder's shared helpers (benchmarks/common.py)
+from common import PeakResident, compile_seconds
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 N_TERMS = 5
@@ -337,34 +338,6 @@ def sample_cell(workload: Workload, warmup: int, repeats: int, precisions: dict 
           for key in samplers}
 
 
-class _PeakResident:
-  """Samples the resident set size every millisecond in a thread; ``peak`` is the largest seen."""
-
-  def __init__(self):
-    self.peak = self._read()
-    self._stop = threading.Event()
-    self._thread = threading.Thread(target=self._run, daemon=True)
-
-  @staticmethod
-  def _read() -> int:
-    with open("/proc/self/statm") as f:
-      return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-  def _run(self):
-    while not self._stop.is_set():
-      self.peak = max(self.peak, self._read())
-      time.sleep(0.001)
-
-  def __enter__(self):
-    self._thread.start()
-    return self
-
-  def __exit__(self, *exc):
-    self._stop.set()
-    self._thread.join()
-    self.peak = max(self.peak, self._read())
-
-
 def memory_child(side_name: str, workload: Workload, gradient: str, n_terms: int, remat: bool | None = None) -> int:
   """Bytes one training step needs beyond what is live before it (run in a fresh process).
 
@@ -392,7 +365,7 @@ def memory_child(side_name: str, workload: Workload, gradient: str, n_terms: int
     torch.cuda.reset_peak_memory_stats()
     side.step(1)
     return torch.cuda.max_memory_allocated() - before
-  with _PeakResident() as meter:
+  with PeakResident() as meter:
     before = meter.peak
     side.step(1)
   return meter.peak - before
@@ -431,21 +404,11 @@ def compile_sizes(quick: bool) -> tuple[tuple[int, ...], int, int]:
 
 
 def compile_depths(quick: bool) -> dict[int, float]:
-  from compile_time import compile_seconds  # a sibling script: run as a script, this folder is on sys.path
   depths, hidden, image = compile_sizes(quick)
   return {n: compile_seconds(n, hidden, image, unroll=None) for n in depths}  # the backend's default
 
 
 # ------------------------------------------------------------------------------------------- report
-def cpu_model() -> str:
-  """The CPU's model name from /proc/cpuinfo, else what ``platform`` knows."""
-  try:
-    with open("/proc/cpuinfo") as f:
-      return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-  except (OSError, StopIteration):
-    return platform.processor() or platform.machine()
-
-
 def save_results(results: dict, output: str | None, quick: bool, name: str) -> None:
   """Writes ``results`` as strict JSON to ``output``; without one, to docs/``name``.json unless ``quick``."""
   output = output or (None if quick else os.path.join(ROOT, "docs", f"{name}.json"))
@@ -457,16 +420,9 @@ def save_results(results: dict, output: str | None, quick: bool, name: str) -> N
 
 
 def machine_description() -> str:
-  import jax
   import torch
-  cpu = cpu_model()
-  accelerator = jax.devices()[0].device_kind if jax.default_backend() != "cpu" else "none"
-  import flax
-  import normflows
-  return (f"{os.cpu_count()} CPU cores ({cpu}), accelerator: {accelerator}; Python {platform.python_version()}, "
-          f"JAX {jax.__version__} ({jax.default_backend()}), Flax {flax.__version__}, PyTorch {torch.__version__} "
-          f"({'cuda' if torch.cuda.is_available() else 'cpu'}, {torch.get_num_threads()} threads), "
-          f"normflows {normflows.__version__}")
+  return (common.machine_description("normflows") + f"; PyTorch {torch.__version__} "
+          f"({'cuda' if torch.cuda.is_available() else 'cpu'}, {torch.get_num_threads()} threads)")
 
 
 def _fmt_times(times: list[float]) -> str:

@@ -102,3 +102,28 @@ def test_flowjax_comparison_quick_mode(tmp_path):
     assert results["banana"][flow]["kl"] > -0.05  # KL >= 0 up to its Monte Carlo error
   assert "| two_moons | iresflow i-ResNet |" in out.stdout and "| banana | exact draws |" in out.stdout
   assert (tmp_path / "vs_flowjax_two_moons.png").exists()
+
+
+def test_kernel_count_multiplies_a_loop_body_by_its_trip_count():
+  """vs_flowjax's profile counts kernels per call: a fori_loop's body counts once per iteration."""
+  pytest.importorskip("flowjax")
+  import importlib.util
+
+  import jax
+  import jax.numpy as jnp
+
+  spec = importlib.util.spec_from_file_location("vs_flowjax_for_test", ROOT / "benchmarks" / "vs_flowjax.py")
+  module = importlib.util.module_from_spec(spec)
+  sys.path.insert(0, str(ROOT / "benchmarks"))  # its sibling import of common.py, as when run as a script
+  try:
+    spec.loader.exec_module(module)
+  finally:
+    sys.path.remove(str(ROOT / "benchmarks"))
+
+  def looped(trips):
+    body = lambda i, x: jnp.sin(x @ x.T) @ x + jnp.cos(x).sum()
+    return jax.jit(lambda x: jax.lax.fori_loop(0, trips, body, x)).lower(jnp.ones((8, 8))).compile()
+
+  counts = {trips: module.kernels_per_call(looped(trips)) for trips in (3, 6, 9)}
+  assert counts[6] - counts[3] == counts[9] - counts[6] > 0  # grows linearly with the trip count
+  assert (counts[6] - counts[3]) % 3 == 0
