@@ -110,8 +110,8 @@ class PowerSeries:
     remat: recompute ``g``'s forward in the backward pass instead of keeping its activations
       (with ``'neumann'`` only the Neumann vector is kept): less memory, the same gradients (reverse
       mode only), one more forward of ``g`` per block (the whole series with ``'backprop'``).
-      None (default): with ``'neumann'`` only (docs/benchmarks.md: less memory than normflows'
-      ``reduce_memory``, and no slower on a CPU).
+      None (default): with ``'neumann'`` only, where only one vector is kept besides the input, so
+      recomputing ``g`` buys the most memory for one forward pass (measurements: docs/memory.md).
     precision: matmul precision of ``g`` and its vector-Jacobian products (one of
       ``iresflow.core.precision.PRECISIONS``). None (default): JAX's default, TensorFloat-32 on recent
       NVIDIA GPUs and one bfloat16 pass on TPUs (float32 on CPUs whatever the setting); ``'highest'``

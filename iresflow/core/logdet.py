@@ -44,7 +44,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from iresflow.core import loops, precision as precision_lib, validation
+from iresflow.core import _scheduling as scheduling, loops, precision as precision_lib, validation
 
 ResidualFn = Callable[[jax.Array], jax.Array]
 
@@ -160,13 +160,7 @@ def _series_loop(vjp_fn, v: jax.Array, n_terms, term_weight, neumann: bool, n_un
   for k in range(1, n_unrolled + 1):
     carry = add_term(k, carry)
     if k < n_unrolled and neumann:
-      # Term k + 1 starts from w + 0 * (sums so far): XLA:CPU's scheduler would otherwise defer the
-      # sums of unrolled terms and keep every v^T J^k alive until the end (memory growing with n).
-      # Per probe and example (a tie through one entry would carry a NaN of that example to all others).
-      w, value, neumann_w = carry
-      first_entries = neumann_w.reshape(neumann_w.shape[:2] + (-1,))[..., 0]
-      tie = jnp.zeros((), dtype) * (value + first_entries)
-      carry = (w + tie.reshape(tie.shape + (1,) * (w.ndim - 2)).astype(w.dtype), value, neumann_w)
+      carry = scheduling.next_term_after_sums(*carry)
   if not static_count or n_unrolled < n_terms:
     carry = jax.lax.fori_loop(n_unrolled + 1, n_terms + 1, add_term, carry)
   _, value, neumann_w = carry
@@ -198,91 +192,16 @@ def _neumann_series(g, x, v, n_terms, term_weight, n_unrolled: int, with_gradien
 def _neumann_surrogate_estimate(g, x, v, neumann_w):
   """``(g(x), per-example surrogate)``: what the backward pass of a rematerialised estimate differentiates.
 
-  ``neumann_w`` is saved from the forward pass; tied to ``x`` (see :func:`_vectors_after_input`),
+  ``neumann_w`` is saved from the forward pass; tied to ``x`` (see :func:`iresflow.core._scheduling.after_input`),
   its first product through ``g``'s last layer waits for this block's backward pass.
   """
   gx, vjp_fn = jax.vjp(g, x)
-  return gx, jnp.mean(_neumann_surrogate(vjp_fn, v, _vectors_after_input(neumann_w, x)), axis=0)
+  return gx, jnp.mean(_neumann_surrogate(vjp_fn, v, scheduling.after_input(neumann_w, x)), axis=0)
 
 
 def _check_remat(remat) -> None:
   if remat is not None and not isinstance(remat, bool):
     raise TypeError(f"remat: expected True, False or None, got {remat!r}")
-
-
-def _per_example_zero(values: jax.Array, like: jax.Array) -> jax.Array:
-  """``0 * values`` shaped to broadcast against ``like`` example by example (an ordering tie for XLA)."""
-  zero = jnp.zeros((), values.dtype) * values
-  return zero.reshape(values.shape[:1] + (1,) * (like.ndim - 1)).astype(like.dtype)
-
-
-def _vectors_after_input(v: jax.Array, x: jax.Array) -> jax.Array:
-  """``v`` ``(n_probes, batch, ...)`` plus zero computed from ``x``'s first entry, example by example.
-
-  An ordering tie for the vectors a series starts from (probes, the saved Neumann vector): they do
-  not depend on the block's input, so without it XLA:CPU's scheduler runs their first
-  vector-Jacobian product in every unrolled block (``v^T`` through ``g``'s last layer, an
-  activation of the hidden width) long before the block runs and keeps each result until then;
-  tied, it cannot start before the block's input exists.
-  """
-  first_entries = x.reshape(x.shape[0], -1)[:, 0]
-  return v + _per_example_zero(first_entries, v[0])[None]
-
-
-def _rematerialized(forward, differentiable, g: ResidualFn, x: jax.Array, key: jax.Array
-                    ) -> tuple[jax.Array, jax.Array]:
-  """``forward``'s estimate; in the backward pass ``differentiable`` is recomputed and differentiated.
-
-  Args:
-    forward: ``forward(g, x, key) -> (g(x), logdet, saved)``, where ``saved`` is all the backward pass
-      keeps besides ``x``, ``g``'s arrays and ``key`` (the Neumann vector, or None).
-    differentiable: ``differentiable(g, x, key, saved) -> (g(x), logdet)``, a function whose
-      vector-Jacobian product is the estimator's gradient.
-    g: the residual function; the arrays it closes over (its weights) get gradients.
-    x: inputs.
-    key: the estimator's key (probes are drawn again from it in the backward pass).
-
-  A ``custom_vjp`` rather than ``jax.checkpoint``: XLA:CPU removes the optimization barriers that
-  ``jax.checkpoint`` relies on and then merges the recomputation back into the forward pass, so
-  nothing is saved there. Here the recomputation starts from ``x + 0 * cotangent``: it cannot run
-  (or be merged with anything) before the cotangent exists, on any backend, unless both cotangents
-  are compile-time constants.
-  """
-  g_open, weights = jax.closure_convert(g, x)
-
-  def close(weights):
-    return lambda z: g_open(z, *weights)
-
-  def forward_in_order(x, weights, key):
-    gx, value, saved = forward(close(weights), x, key)
-    # g(x) + 0 * log-det, per example: whatever consumes g(x) (the next block) waits for this block's series, so
-    # the series of several blocks are not kept in flight together (XLA:CPU's scheduler otherwise
-    # interleaves unrolled series, and their buffers add up).
-    gx = gx + _per_example_zero(value, gx)
-    return gx, value, saved
-
-  @jax.custom_vjp
-  def run(x, weights, key):
-    gx, value, _ = forward_in_order(x, weights, key)
-    return gx, value
-
-  def run_forward(x, weights, key):
-    gx, value, saved = forward_in_order(x, weights, key)
-    return (gx, value), (x, weights, key, saved)
-
-  def run_backward(residuals, cotangents):
-    x, weights, key, saved = residuals
-    # Zero, but computed from both cotangents of each example (in a flow at least the one of g(x) is
-    # data, where the log-det's is often a constant that XLA would fold).
-    gx_cotangent, logdet_cotangent = cotangents
-    first_entries = gx_cotangent.reshape(gx_cotangent.shape[0], -1)[:, 0].astype(logdet_cotangent.dtype)
-    tie = _per_example_zero(first_entries + logdet_cotangent, x)
-    _, vjp_fn = jax.vjp(lambda x, weights: differentiable(close(weights), x, key, saved), x + tie, weights)
-    x_cotangent, weights_cotangent = vjp_fn(cotangents)
-    return x_cotangent, weights_cotangent, None
-
-  run.defvjp(run_forward, run_backward)
-  return run(x, weights, key)
 
 
 def power_series_logdet(
@@ -351,7 +270,7 @@ def power_series_logdet(
   ones = _transform_weight(transform, accumulation_dtype(x.dtype))
 
   def probes(key, x):
-    return _vectors_after_input(sample_probes(key, (n_probes,) + x.shape, x.dtype, probe), x)
+    return scheduling.after_input(sample_probes(key, (n_probes,) + x.shape, x.dtype, probe), x)
 
   def forward(g, x, key, with_gradient=False):
     v = probes(key, x)
@@ -367,7 +286,7 @@ def power_series_logdet(
     return _neumann_surrogate_estimate(g, x, probes(key, x), neumann_w)
 
   if (gradient == "neumann" if remat is None else remat):
-    return _rematerialized(forward, differentiable, g, x, key)
+    return scheduling.rematerialized(forward, differentiable, g, x, key)
   return forward(g, x, key, with_gradient=True)[:2]
 
 
@@ -469,7 +388,7 @@ def roulette_logdet(
     return transform_weight(k) * jnp.where(j <= 0, 1.0, 1.0 / roulette_tail_probability(j, distribution, parameter))
 
   def probes(key, x):
-    return _vectors_after_input(sample_probes(jax.random.split(key)[0], (n_probes,) + x.shape, x.dtype, probe), x)
+    return scheduling.after_input(sample_probes(jax.random.split(key)[0], (n_probes,) + x.shape, x.dtype, probe), x)
 
   def forward(g, x, key, with_gradient=False):
     count_key = jax.random.split(key)[1]
@@ -484,7 +403,7 @@ def roulette_logdet(
     return _neumann_surrogate_estimate(g, x, probes(key, x), neumann_w)
 
   if remat is None or remat:
-    return _rematerialized(forward, differentiable, g, x, key)
+    return scheduling.rematerialized(forward, differentiable, g, x, key)
   return forward(g, x, key, with_gradient=True)[:2]
 
 
@@ -558,22 +477,10 @@ def exact_logdet(g: ResidualFn, x: jax.typing.ArrayLike, *, precision: str | Non
   jacobians = residual_jacobians(g, x)
   jacobians = jacobians.astype(accumulation_dtype(jacobians.dtype))  # no slogdet in bfloat16
   eye = jnp.eye(jacobians.shape[-1], dtype=jacobians.dtype)
-  logdet = _log_abs_det_each(eye + jacobians)
+  logdet = scheduling.log_abs_det_each(eye + jacobians)
   if transform == "cayley":
-    logdet = _log_abs_det_each(eye - jacobians) - logdet
+    logdet = scheduling.log_abs_det_each(eye - jacobians) - logdet
   return g(jnp.asarray(x)), logdet
-
-
-def _log_abs_det_each(matrices: jax.Array) -> jax.Array:
-  """``ln |det|`` of each matrix of ``(batch, d, d)``, one LU decomposition after the other.
-
-  Not one batched ``slogdet``: on XLA:CPU, jaxlib (0.10) splits a batched LU decomposition into tasks
-  on the intra-op thread pool and blocks its pool thread until they are done. When as many batched
-  decompositions run at once as the pool has threads (two blocks' log-dets of one flow on a 2-core
-  machine), every thread waits for tasks that no thread is left to run, and the program hangs. A
-  single matrix's decomposition runs in its calling thread.
-  """
-  return jax.lax.map(lambda matrix: jnp.linalg.slogdet(matrix)[1], matrices)
 
 
 def logdet_bounds(lipschitz: float | Sequence[float], dim: int, *, transform: str = "residual"

@@ -6,7 +6,7 @@ fine for a training step, but not for
 
 * the fixed-point inverse (Algorithm 1), which must drive ``max |x + g(x) - y|`` below a tolerance
   such as 1e-5: with TF32 matmuls in ``g`` the residual of some examples stalls above it and their
-  loop runs to ``max_iters`` (measured on an H200, docs/vs_normflows_gpu.md);
+  loop runs to ``max_iters`` (the GPU measurement is in docs/vs_normflows_gpu.md);
 * the spectral-norm estimate (eq. 2), whose error goes straight into ``Lip(g)``;
 * the exact log-determinant, whose name promises what it computes.
 

@@ -27,8 +27,8 @@ Every key, with its meaning:
   default, TensorFloat-32 on recent NVIDIA GPUs) and ``estimator.compute_dtype`` (``'bfloat16'``: ``g``
   and the series in bfloat16, sums in float32; None: float32) apply to the training step only;
   ``eval_estimator.precision`` is ``'highest'``, and the norm estimates, the inverse and the
-  certificate run at ``'highest'`` whatever is set (``iresflow.core.precision``; measured in
-  docs/precision_policy.md).
+  certificate run at ``'highest'`` whatever is set (``iresflow.core.precision``; the measurements
+  are in docs/precision_policy.md).
 * ``solver``: the fixed-point inverse for reconstructions and samples (``atol``, ``rtol``,
   ``max_iters``, ``precision``, ``adjoint_failure``; see ``iresflow.core.FixedPointSolver``).
 * ``logit_alpha``: logit transform parameter (None: data - 0.5).
