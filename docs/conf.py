@@ -37,6 +37,7 @@ autodoc_default_options = {"members": True, "show-inheritance": True}
 autodoc_member_order = "bysource"
 autodoc_typehints = "description"
 autodoc_class_signature = "separated"
+add_module_names = False  # FlowDistribution, not iresflow.distributions.flow_distribution.FlowDistribution
 autosummary_generate = False
 napoleon_google_docstring = True
 napoleon_numpy_docstring = False

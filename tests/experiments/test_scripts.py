@@ -203,3 +203,54 @@ def test_conditional_mnist_quick_and_sampling_on_request(tmp_path):
   assert out.returncode == 0, out.stderr[-3000:]
   assert (cwd / "workdirs" / "conditional_mnist" / "conditional_mnist_digits_37.png").exists()
   assert "inverse converged: True" in out.stdout
+
+
+def _load_mnist_search():
+  import importlib.util
+  spec = importlib.util.spec_from_file_location("mnist_search", ROOT / "experiments" / "mnist_search.py")
+  module = importlib.util.module_from_spec(spec)
+  sys.modules["mnist_search"] = module  # its dataclass looks itself up there
+  spec.loader.exec_module(module)
+  return module
+
+
+def test_mnist_search_quick_and_a_rerun_resumes(tmp_path):
+  """Three tiny trials on synthetic data; a rerun from the same folder finds them done and runs nothing."""
+  stdout = _run("mnist_search.py", tmp_path, "--models", "iresnet", "glow")
+  with open(tmp_path / "mnist_search.json") as f:
+    results = json.load(f)
+  first = results["rounds"]["first"]
+  assert set(first) == {"iresnet/base", "iresnet/neumann gradient", "glow/base"}
+  for entry in first.values():
+    assert entry["steps"] == 3 and np.isfinite(entry["validation_bits_per_dim"])
+  assert first["iresnet/base"]["certified"] and first["iresnet/neumann gradient"]["setting"]["gradient"] == "neumann"
+  assert results["dataset"] == "synthetic"
+  assert "| iresnet | neumann gradient | stages=[1, 1], hidden=4, gradient=neumann |" in stdout
+  out = subprocess.run([sys.executable, str(ROOT / "experiments" / "mnist_search.py"), "--quick", "--models", "iresnet",
+                        "glow"], cwd=tmp_path / "cwd", capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "PYTHONPATH": str(ROOT)})
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert "3 done, 0 to run" in out.stdout
+
+
+def test_mnist_search_plans_every_trial_and_picks_the_best():
+  """Every first-round setting of the four models traces (shapes only); the final round takes the best."""
+  import jax
+  import jax.numpy as jnp
+
+  search = _load_mnist_search()
+  planned = search.trials(search.MODELS, quick=False)
+  assert len(planned) == 48 and all(len([n for n in planned if n.startswith(m + "/")]) == 12 for m in search.MODELS)
+  x = jnp.zeros((2, 28, 28, 1))
+  counts = {}
+  for name, setting in planned.items():
+    model, estimator = search.model_and_estimator(setting)
+    init = (lambda m=model: m.init(jax.random.key(0), x)) if estimator is None else (
+        lambda m=model, e=estimator: m.init({"params": jax.random.key(0), "logdet": jax.random.key(0)}, x, estimator=e))
+    counts[name] = sum(int(np.prod(a.shape)) for a in jax.tree.leaves(jax.eval_shape(init)["params"]))
+  bases = [counts[f"{m}/base"] for m in search.MODELS]
+  assert max(bases) / min(bases) < 1.1  # the bases have about the same parameters
+  entries = {"iresnet/a": {"validation_bits_per_dim": 1.5}, "iresnet/b": {"validation_bits_per_dim": 1.4},
+             "iresnet/c": {"diverged_at_step": 3}, "glow/a": {"validation_bits_per_dim": 1.3}}
+  assert search.best_trials(entries, ["iresnet", "glow"], top=1) == ["iresnet/b", "glow/a"]
+  assert search.best_trials(entries, ["iresnet"], top=5) == ["iresnet/b", "iresnet/a"]
