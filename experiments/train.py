@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import sys
 
+import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
@@ -72,6 +74,9 @@ def main(argv):
   except EXPECTED_ERRORS as error:
     _fail(str(error), 2 if isinstance(error, ConfigError) else 1)
   print(json.dumps({k: v for k, v in results.items()}, indent=2))
+  if jax.process_index() == 0:  # only process 0 writes files
+    written = sorted(name for name in os.listdir(_WORKDIR.value) if name.endswith((".json", ".jsonl", ".png")))
+    print(f"in {_WORKDIR.value}: {', '.join(written)}; checkpoints in {os.path.join(_WORKDIR.value, 'checkpoints')}")
 
 
 if __name__ == "__main__":
