@@ -18,8 +18,8 @@
 #
 # The default parts are ordered by what issue #15 still needs from a GPU (matmul peaks, the paper-size
 # steps under each precision policy, Neumann-step memory next to normflows); the first four fit one
-# 600-second device call (limits 60 + 270 + 150 + 150 s, ~100 s each measured for memory and sampling
-# in run 3), and every cell is written as soon as it is measured, so a call cut short keeps them.
+# 600-second device call (limits 60 + 270 + 150 + 150 s), and every cell is written as soon as it is
+# measured, so a call cut short keeps them.
 #
 # The machine has JAX, Flax, optax, orbax and PyTorch (CUDA) but no network: normflows, ml_collections
 # and mlxtend travel as wheels in .whl/ (pip wheel --no-deps -w .whl normflows==1.7.3

@@ -29,7 +29,7 @@ step). No ActNorm on either side. Measured:
   large float32 matmul timed in the same run; and compile time of a 64- vs an 8-block flow.
 
     make bench                                        # installs the `bench` extra, runs this
-    python benchmarks/vs_normflows.py --output-dir docs   # full sizes (~25 min on 2 CPU cores), docs/vs_normflows.*
+    python benchmarks/vs_normflows.py --docs-dir docs     # full sizes (~25 min on 2 CPU cores), docs/vs_normflows.*
     python benchmarks/vs_normflows.py --quick         # tiny sizes, about a minute (a test runs it)
 
 Nothing here asserts a timing: the targets of issue #7 are reported as met or missed.
