@@ -340,6 +340,25 @@ def report(results: dict) -> str:
                      f"{r['steps_per_second']:.2f} | {r['validation_bits_per_dim']:.3f} ± {r['validation_se']:.3f} | "
                      f"{delta} | {certified} |")
     lines.append("")
+  first = results["rounds"].get("first", {})
+  labels = [label for label in dict.fromkeys(label for model in MODELS for label in VARIATIONS[model])
+            if label != "base"]
+  cells = {}
+  for model in MODELS:
+    base = first.get(f"{model}/base", {}).get("validation_bits_per_dim")
+    for label in labels:
+      r = first.get(f"{model}/{label}")
+      if base is not None and r is not None:
+        cells[label, model] = (f"{r['validation_bits_per_dim'] - base:+.3f}" if "validation_bits_per_dim" in r
+                               else "diverged")
+  if cells:
+    lines += ["## Effect of each change (round `first`)\n",
+              "Δ validation bits/dim against the model's base (negative is better); blank: not tried or not run "
+              "yet.\n", "| change | " + " | ".join(MODELS) + " |", "|---|" + "---:|" * len(MODELS)]
+    for label in labels:
+      if any((label, model) in cells for model in MODELS):
+        lines.append(f"| {label} | " + " | ".join(cells.get((label, model), "") for model in MODELS) + " |")
+    lines.append("")
   return "\n".join(lines)
 
 
