@@ -71,6 +71,7 @@ class Setting:
   factor_out: bool = False
   hidden: int = 32
   coeff: float = 0.9
+  norm_iterations: int = 10  # Lanczos steps of every layer's norm estimate per training step
   activation: str = "lipswish"
   estimator: str = "series"  # 'series' (truncated power series) or 'roulette'
   n_terms: int = 5  # series: its terms; roulette: its exact terms
@@ -95,7 +96,7 @@ THREE_STAGES = dict(stages=(4, 4, 4), initial_squeeze=False)  # a first stage at
 VARIATIONS = {
     "iresnet": {"base": {}, "neumann gradient": dict(gradient="neumann"), "3 terms": dict(n_terms=3),
                 "10 terms": dict(n_terms=10), "lr 3e-3": dict(learning_rate=3e-3), "cosine": dict(schedule="cosine"),
-                "c 0.98": dict(coeff=0.98), "width 64": dict(hidden=64), "batch 128": dict(batch_size=128),
+                "2 norm steps": dict(norm_iterations=2), "width 64": dict(hidden=64), "batch 128": dict(batch_size=128),
                 "3 stages, no squeeze": THREE_STAGES, "factor-out": dict(factor_out=True),
                 "neumann, lr 3e-3, 3 stages": dict(gradient="neumann", learning_rate=3e-3, **THREE_STAGES)},
     "residual_flow": {"base": {}, "1 exact term": dict(n_terms=1), "4 exact terms": dict(n_terms=4),
@@ -155,7 +156,8 @@ def model_and_estimator(setting: Setting):
   densenet = setting.model == "idensenet"
   residual = ResidualSpec(hidden=setting.hidden, kernel_sizes=(3, 3, 3, 1) if densenet else (3, 1, 3),
                           activation=setting.activation, architecture="densenet" if densenet else "chain",
-                          constraint=LipschitzConstraint(coeff=setting.coeff))
+                          constraint=LipschitzConstraint(coeff=setting.coeff,
+                                                         n_power_iterations=setting.norm_iterations))
   model = IResNetFlow(data_shape=(28, 28, 1), stages=tuple(setting.stages), residual=residual,
                       initial_squeeze=setting.initial_squeeze, factor_out=setting.factor_out)
   if setting.estimator == "roulette":
@@ -284,6 +286,11 @@ def run_trial(name: str, setting: Setting, train_images: np.ndarray, validation_
   return result
 
 
+def stored_setting(entry: dict) -> dict:
+  """A trial's setting as stored, with fields added to ``Setting`` since then at their defaults."""
+  return {**as_json(Setting(entry["setting"]["model"])), **entry["setting"]}
+
+
 def best_trials(entries: dict, models, top: int) -> list[str]:
   """The ``top`` trials of each model with the lowest validation bits/dim (diverged trials excluded)."""
   picked = []
@@ -292,6 +299,62 @@ def best_trials(entries: dict, models, top: int) -> list[str]:
                   if name.startswith(model + "/") and "validation_bits_per_dim" in r)
     picked += [name for _, name in done[:top]]
   return picked
+
+
+# --------------------------------------------------------------------------------------------- profile
+PROFILED = {  # what each change to a residual flow's step costs or saves (#31 item 4), on the i-ResNet base
+    "i-ResNet base (5-term series, backprop)": BASES["iresnet"],
+    "Neumann gradient": dataclasses.replace(BASES["iresnet"], gradient="neumann"),
+    "3 terms": dataclasses.replace(BASES["iresnet"], n_terms=3),
+    "2 norm steps (of 10)": dataclasses.replace(BASES["iresnet"], norm_iterations=2),
+    "Neumann gradient, 2 norm steps": dataclasses.replace(BASES["iresnet"], gradient="neumann", norm_iterations=2),
+    "roulette, 2 exact terms (Residual Flow base)": BASES["residual_flow"],
+    "roulette, 1 exact term": dataclasses.replace(BASES["residual_flow"], n_terms=1),
+    "i-DenseNet base": BASES["idensenet"],
+    "Glow-style base": BASES["glow"],
+}
+
+
+def step_profile(train_images: np.ndarray, repeats: int, quick: bool, labels=None) -> dict:
+  """CPU seconds per training step of each ``PROFILED`` setting (median of ``repeats``), and XLA's FLOPs.
+
+  ``labels``: a subset of ``PROFILED``'s keys (None: all); ``quick``: tiny models.
+  """
+  preprocessing = DensityPreprocessing(num_levels=256, logit_alpha=LOGIT_ALPHA)
+  images = jnp.asarray(train_images[:64])
+  x_init, _ = preprocessing(jax.random.key(0), images)
+  rows = {}
+  profiled = {label: PROFILED[label] for label in (labels or PROFILED)}
+  for label, setting in tqdm(profiled.items(), desc="profiling steps", dynamic_ncols=True):
+    if quick:
+      setting = dataclasses.replace(setting, stages=(1, 1), hidden=4)
+    built = build(setting, x_init, Roulette(n_exact_terms=2))
+    optimizer, step = make_step(built, setting, preprocessing)
+    state = (built.variables, optimizer.init(built.variables["params"]))
+    compiled = step.lower(*state, images, jax.random.key(0), 1.0).compile()
+    analysis = compiled.cost_analysis()
+    analysis = analysis[0] if isinstance(analysis, list) else analysis
+    jax.block_until_ready(step(*state, images, jax.random.key(0), 1.0))
+    clock, times = training_clock("cpu"), []
+    for i in range(repeats):
+      start = clock()
+      jax.block_until_ready(step(*state, images, jax.random.key(i), 1.0))
+      times.append(clock() - start)
+    rows[label] = {"setting": as_json(setting), "cpu_seconds_per_step": float(np.median(times)),
+                   "flops_per_step": float(analysis.get("flops", float("nan")))}
+    jax.clear_caches()
+  return rows
+
+
+def profile_table(rows: dict) -> str:
+  base = next(iter(rows.values()))["cpu_seconds_per_step"]
+  lines = ["| step | CPU s per step (over the usable cores) | steps/s | vs the i-ResNet base | GFLOP per step |",
+           "|---|---:|---:|---:|---:|"]
+  for label, r in rows.items():
+    seconds = r["cpu_seconds_per_step"]
+    lines.append(f"| {label} | {seconds:.3f} | {1 / seconds:.2f} | {base / seconds:.2f}x | "
+                 f"{r['flops_per_step'] / 1e9:.2f} |")
+  return "\n".join(lines)
 
 
 # ---------------------------------------------------------------------------------------------- report
@@ -304,9 +367,8 @@ def as_json(setting: Setting) -> dict:
 
 
 def changes(setting: dict) -> str:
-  base = dataclasses.asdict(BASES[setting["model"]])
-  diffs = [f"{k}={v}" for k, v in setting.items() if k != "model" and v != base[k] and
-           not (isinstance(v, list) and tuple(v) == tuple(base[k]))]
+  base = as_json(BASES[setting["model"]])
+  diffs = [f"{k}={v}" for k, v in setting.items() if k != "model" and v != base.get(k, v)]
   return ", ".join(diffs) or "(base)"
 
 
@@ -377,6 +439,9 @@ def main() -> None:
                       help="what the budget counts: CPU time over the usable cores (trials stay comparable on a "
                            "shared machine) or wall-clock")
   parser.add_argument("--quick", action="store_true", help="synthetic data, tiny models, 3 steps per trial")
+  parser.add_argument("--profile", action="store_true",
+                      help="only time one training step of each change to the residual flows' step "
+                           "(mnist_search_profile.{json,md})")
   args = parser.parse_args()
 
   os.makedirs(args.output_dir, exist_ok=True)
@@ -402,6 +467,20 @@ def main() -> None:
     budget_s, max_steps = None, None
     results["dataset"] = "mnist"
 
+  if args.profile:
+    rows = step_profile(train_images, repeats=2 if args.quick else 20, quick=args.quick)
+    profile = {"command": command + " --profile", "machine": results["machine"], "batch_size": 64, "steps": rows,
+               "dataset": results["dataset"]}
+    with open(os.path.join(args.output_dir, "mnist_search_profile.json"), "w") as f:
+      json.dump(profile, f, indent=1)
+    table = profile_table(rows)
+    with open(os.path.join(args.output_dir, "mnist_search_profile.md"), "w") as f:
+      f.write(f"# Cost of a training step on MNIST, by change\n\nCommand: `{profile['command']}` (written by it, with "
+              f"mnist_search_profile.json). Machine: {profile['machine']}. Batch 64; the median of the CPU time "
+              f"of 20 steps over the usable cores, after compiling. What each change does to bits/dim: "
+              f"[the search](mnist_search.md).\n\n{table}\n")
+    print(table)
+    return
   planned = trials(args.models, args.quick)
   if args.round == "first":
     minutes = args.minutes
@@ -419,11 +498,11 @@ def main() -> None:
   budget_s = budget_s or 60 * minutes
   results["round_minutes"][args.round] = minutes
   entries = results["rounds"].setdefault(args.round, {})
-  todo = [name for name in planned if name not in entries or entries[name]["setting"] != as_json(planned[name])]
+  todo = [name for name in planned if name not in entries or stored_setting(entries[name]) != as_json(planned[name])]
   print(f"round {args.round}: {len(planned)} trials of {minutes:g} minutes, {len(planned) - len(todo)} done, "
         f"{len(todo)} to run (about {len(todo) * (minutes + 0.7):.0f} minutes with validation)", flush=True)
   for i, name in enumerate(todo):
-    print(f"[{i + 1}/{len(todo)}] {name}: {changes(dataclasses.asdict(planned[name]))}", flush=True)
+    print(f"[{i + 1}/{len(todo)}] {name}: {changes(as_json(planned[name]))}", flush=True)
     entries[name] = run_trial(name, planned[name], train_images, validation, budget_s, max_steps,
                               Roulette(n_exact_terms=2) if args.quick else EVAL_ROULETTE,  # quick: a small compile
                               args.clock)

@@ -254,3 +254,15 @@ def test_mnist_search_plans_every_trial_and_picks_the_best():
              "iresnet/c": {"diverged_at_step": 3}, "glow/a": {"validation_bits_per_dim": 1.3}}
   assert search.best_trials(entries, ["iresnet", "glow"], top=1) == ["iresnet/b", "glow/a"]
   assert search.best_trials(entries, ["iresnet"], top=5) == ["iresnet/b", "iresnet/a"]
+
+
+def test_mnist_search_step_profile_times_each_change():
+  """The step profile (tiny models): CPU time and FLOPs per step; the Glow step does less work."""
+  search = _load_mnist_search()
+  images = np.random.default_rng(0).integers(0, 256, (64, 28, 28, 1), dtype=np.uint8)
+  labels = ["i-ResNet base (5-term series, backprop)", "Glow-style base"]
+  rows = search.step_profile(images, repeats=2, quick=True, labels=labels)
+  assert list(rows) == labels
+  assert all(r["cpu_seconds_per_step"] > 0 for r in rows.values())
+  assert rows["Glow-style base"]["flops_per_step"] < rows[labels[0]]["flops_per_step"]
+  assert "| Glow-style base |" in search.profile_table(rows)
