@@ -73,10 +73,10 @@ def main(argv):
     results = train_and_evaluate(config, _WORKDIR.value)
   except EXPECTED_ERRORS as error:
     _fail(str(error), 2 if isinstance(error, ConfigError) else 1)
-  print(json.dumps({k: v for k, v in results.items()}, indent=2))
   if jax.process_index() == 0:  # only process 0 writes files
     written = sorted(name for name in os.listdir(_WORKDIR.value) if name.endswith((".json", ".jsonl", ".png")))
     print(f"in {_WORKDIR.value}: {', '.join(written)}; checkpoints in {os.path.join(_WORKDIR.value, 'checkpoints')}")
+  print(json.dumps({k: v for k, v in results.items()}, indent=2))  # last: the results, as JSON
 
 
 if __name__ == "__main__":
