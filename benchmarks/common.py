@@ -96,3 +96,14 @@ def compile_seconds(n_blocks: int, hidden: int, image: int, unroll: bool | None 
   start = time.perf_counter()
   lowered.compile()
   return time.perf_counter() - start
+
+
+def write_results(folder: str, name: str, results: dict, markdown: str) -> None:
+  """Writes ``results`` to ``folder/name.json`` and ``markdown`` to ``folder/name.md``."""
+  import json
+
+  os.makedirs(folder, exist_ok=True)
+  with open(os.path.join(folder, f"{name}.json"), "w") as f:
+    json.dump(results, f, indent=1)
+  with open(os.path.join(folder, f"{name}.md"), "w") as f:
+    f.write(markdown)

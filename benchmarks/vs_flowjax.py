@@ -57,7 +57,7 @@ from flowjax.train.losses import ElboLoss, MaximumLikelihoodLoss
 from flowjax.train.train_utils import step as flowjax_step
 from tqdm import tqdm
 
-from common import machine_description  # this folder's shared helpers
+from common import machine_description, write_results  # this folder's shared helpers
 from iresflow import FlowDistribution, fit, fit_variational
 from iresflow.core import ExactLogDet
 from iresflow.models import IResNetFlow
@@ -466,20 +466,17 @@ def main() -> None:
                       help="only profile the VI step against the MAF's (vs_flowjax_profile.{json,md})")
   args = parser.parse_args()
   if args.profile:
-    os.makedirs(args.output_dir, exist_ok=True)
     profile = profile_vi(repeats=20 if args.quick else 300)
     profile.update(machine=machine_description("flowjax"),
                    command="python benchmarks/vs_flowjax.py --profile --docs-dir docs")
-    with open(os.path.join(args.output_dir, "vs_flowjax_profile.json"), "w") as f:
-      json.dump(profile, f, indent=1)
     table = profile_table(profile)
     print(table)
-    with open(os.path.join(args.output_dir, "vs_flowjax_profile.md"), "w") as f:
-      f.write(f"# Profile of the VI step: iresflow vs flowjax's MAF\n\nCommand: `{profile['command']}` (written "
-              f"by it, with vs_flowjax_profile.json). Machine: {profile['machine']}. The banana task's flows "
-              f"({profile['iresflow_parameters']:,} and {profile['maf_parameters']:,} parameters); each row is "
-              f"the jitted gradient of the negative ELBO over {profile['samples_per_step']} samples, median of "
-              f"{profile['repeats']} calls.\n\n{table}\n")
+    write_results(args.output_dir, "vs_flowjax_profile", profile,
+                  f"# Profile of the VI step: iresflow vs flowjax's MAF\n\nCommand: `{profile['command']}` (written "
+                  f"by it, with vs_flowjax_profile.json). Machine: {profile['machine']}. The banana task's flows "
+                  f"({profile['iresflow_parameters']:,} and {profile['maf_parameters']:,} parameters); each row is "
+                  f"the jitted gradient of the negative ELBO over {profile['samples_per_step']} samples, median of "
+                  f"{profile['repeats']} calls.\n\n{table}\n")
     return
   seconds = 1.0 if args.quick else args.seconds
   if args.quick:
@@ -516,12 +513,11 @@ def main() -> None:
       json.dump(results, f, indent=1)
   table = tables(results)
   print(table)
-  with open(os.path.join(args.output_dir, "vs_flowjax.md"), "w") as f:
-    f.write(f"# iresflow vs flowjax\n\nCommand: `{results['command']}` (written by it, with vs_flowjax.json). "
-            f"Machine: {results['machine']}; each flow trained for {seconds:.0f} s per task (compilation not "
-            f"counted), Adam 1e-3, batch {BATCH}; what each task is: the script's docstring.\n\n{table}\n\n"
-            f"![two moons](vs_flowjax_two_moons.png)\n")
-
+  write_results(args.output_dir, "vs_flowjax", results,
+                f"# iresflow vs flowjax\n\nCommand: `{results['command']}` (written by it, with vs_flowjax.json). "
+                f"Machine: {results['machine']}; each flow trained for {seconds:.0f} s per task (compilation not "
+                f"counted), Adam 1e-3, batch {BATCH}; what each task is: the script's docstring.\n\n{table}\n\n"
+                f"![two moons](vs_flowjax_two_moons.png)\n")
 
 if __name__ == "__main__":
   main()
