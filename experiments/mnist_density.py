@@ -1,33 +1,37 @@
-"""Density on real MNIST at CPU scale: i-ResNet flow vs a Glow-style flow vs normflows' Residual flow.
+"""Density on real MNIST at CPU scale: each model at its searched recipe, equal wall-clock.
 
-Three flows with the same layout and about the same number of parameters, each trained for the same
-wall-clock budget on the 60,000 training images and evaluated by the paper's protocol:
+Four flows, each trained for the same wall-clock budget on the 60,000 training images by the plain optax
+loop of ``experiments/mnist_search.py`` and evaluated by the paper's protocol, each with the recipe the
+search found best at this budget (``docs/mnist_search.md``):
 
-* i-ResNet (iresflow): squeeze to 14x14x4, 4 blocks, squeeze to 7x7x16, 4 blocks; each block ActNorm ->
-  ``x + g(x)``, g = 3x3 -> 1x1 -> 3x3 convolutions with ``hidden`` channels, LipSwish before each
-  (pre-activation), spectral normalisation to c = 0.9. Trained with the 5-term power series and one
-  Gaussian probe (backprop through the series); blocks and terms unrolled (the default on a CPU).
-* Glow-style (``iresflow.baselines.GlowImageFlow``): the same squeezes and stages, each step ActNorm ->
-  invertible 1x1 mixing -> affine coupling; coupling width chosen to match the i-ResNet's parameters.
-* normflows 1.7.3 (PyTorch): the i-ResNet's architecture from its parts (``Squeeze``, ``ActNorm``,
-  ``Residual`` of ``LipschitzCNN([c, h, h, c], [3, 1, 3])``, which is LipSwish pre-activation too, at
-  c = 0.9), trained with the same 5-term series and backprop, ``nf.utils.update_lipschitz`` after
-  every step as its examples do. Skipped, with a note, when torch or normflows are not installed.
+* i-ResNet, Residual Flow and i-DenseNet (iresflow): the shipped training configs
+  ``experiments/configs/mnist_<model>_cpu.py`` (``experiments/train.py`` runs the same configs), read
+  back by ``mnist_search.setting_from_config``;
+* Glow-style (``iresflow.baselines.GlowImageFlow``): :data:`GLOW_RECIPE`, the search's best Glow-style
+  trial (the trainer does not train coupling flows, so its recipe lives here);
+* normflows 1.7.3 (PyTorch), the peer, at the one setting of the earlier comparison (the i-ResNet's
+  layout from its parts: ``Squeeze``, ``ActNorm``, ``Residual`` of ``LipschitzCNN([c, h, h, c], [3, 1, 3])``
+  with h = 32, c = 0.9, the 5-term series with backprop, Adam 1e-3, ``nf.utils.update_lipschitz`` after
+  every step as its examples do). Skipped, with a note, when torch or normflows are not installed.
 
-All three: uniform dequantisation and the logit transform (alpha = 1e-6, the paper's), its Jacobian
-counted; Adam at 1e-3 with 100 warm-up steps, gradients clipped at norm 1 (the same on both frameworks);
-batch 64; the same batches in the same order. The budget counts training steps only (compilation
-included), not the evaluations, which pause the clock. Test bits/dim: all 10,000 test images in
-256-level space, one dequantisation draw per image (the same for all models), log-dets by an unbiased
-estimator: for both residual flows the Russian-roulette series with 20 exact terms and a geometric(0.5)
-tail (Residual Flows' evaluation setting; normflows' own evaluation mode), Glow's exact log-det; the
-standard error is that of the mean over images. The i-ResNet's estimator is checked against the exact
-log-det (``jax.jacfwd`` + ``slogdet`` per block) on 100 test images, next to the training-time roulette
-(2 exact terms), whose weights ``2^k`` on terms that shrink like ``Lip^k`` give it a heavy tail.
+All: uniform dequantisation and the logit transform (alpha = 1e-6, the paper's), its Jacobian counted;
+100 warm-up steps, gradients clipped at norm 1; batches drawn in the same order. The budget counts
+training steps only (compilation included), not the evaluations, which pause the clock. Test bits/dim:
+all 10,000 test images in 256-level space, one dequantisation draw per image (the same for all models),
+log-dets by an unbiased estimator: for the residual flows the Russian-roulette series with 20 exact
+terms and a geometric(0.5) tail (Residual Flows' evaluation setting; normflows' own evaluation mode),
+Glow's exact log-det; the standard error is that of the mean over images. Each iresflow residual flow's
+estimator is checked against the exact log-det (``jax.jacfwd`` + ``slogdet`` per block) on 100 test
+images, next to the training-time roulette (2 exact terms), whose weights ``2^k`` on terms that shrink
+like ``Lip^k`` give it a heavy tail.
+
+The results of the earlier protocol (every model at one hand-picked setting) are kept: when the output
+folder holds an ``mnist_density.json`` written by it, the run moves it and its figures to
+``mnist_density_one_setting.*`` first, and the table shows them as the "one setting" rows.
 
     python -m iresflow.data.prepare mnist --data-dir ~/tensorflow_datasets        # once (~30 s)
-    python experiments/mnist_density.py --data-dir ~/tensorflow_datasets --docs-dir docs  # 3 x 20 min + evals
-    python experiments/mnist_density.py --quick               # synthetic data, ~30 s on 2 CPU cores
+    python experiments/mnist_density.py --data-dir ~/tensorflow_datasets --docs-dir docs  # 5 x 20 min + evals
+    python experiments/mnist_density.py --quick               # synthetic data, ~1 min on 2 CPU cores
     python experiments/mnist_density.py --flops --data-dir ~/tensorflow_datasets  # FLOPs per training step
 
 Writes ``mnist_density.json``, ``mnist_density.md``, ``mnist_density_curve.png`` and one sample grid
@@ -37,33 +41,51 @@ per model into ``--output-dir`` (default ``workdirs/mnist_density``; ``--docs-di
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
+import shutil
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
+import mnist_search  # experiments/, the script's folder
 from iresflow import certify
-from iresflow.baselines import GlowImageFlow, matching_width, parameter_count
+from iresflow.baselines import GlowImageFlow, parameter_count
 from iresflow.data import BatchSampler, ImageDataset, inverse_logit_transform, load_image_dataset
-from iresflow.models import IResNetFlow
-from iresflow.nn import ExactLogDet, FixedPointSolver, INVERSE_INFO, LipschitzConstraint, PowerSeries, ResidualSpec
-from iresflow.nn import Roulette, inverse_info
-from iresflow.train import create_optimizer, plots
+from iresflow.nn import ExactLogDet, FixedPointSolver, INVERSE_INFO, PowerSeries, Roulette, inverse_info
+from iresflow.train import plots
+from iresflow.train.config import load_config
 from iresflow.train.tasks import DensityPreprocessing
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-LOGIT_ALPHA = 1e-6
-COEFF = 0.9
-N_TERMS = 5
-LEARNING_RATE, WARMUP_STEPS, GRAD_CLIP = 1e-3, 100, 1.0
-NORMFLOWS_POWER_ITERATIONS = 5
-EVAL_ROULETTE = Roulette(n_exact_terms=20, precision="highest")  # unbiased; its random tail starts where terms are tiny
+LOGIT_ALPHA = mnist_search.LOGIT_ALPHA
+WARMUP_STEPS, GRAD_CLIP = mnist_search.WARMUP_STEPS, mnist_search.GRAD_CLIP
+EVAL_ROULETTE = mnist_search.EVAL_ROULETTE  # unbiased; its random tail starts where terms are tiny
 EVAL_BATCH = 100
+RESIDUAL_FLOWS = ("iresnet", "residual_flow", "idensenet")
+NAMES = {"iresnet": "i-ResNet", "residual_flow": "Residual Flow", "idensenet": "i-DenseNet", "glow": "Glow-style",
+         "normflows": "Residual flow (normflows)"}
+# The search's best Glow-style trial (docs/mnist_search.md; a test checks it against mnist_search.json).
+GLOW_RECIPE = mnist_search.BASES["glow"]
+# normflows at the earlier comparison's one setting (the i-ResNet base's layout and optimizer).
+NORMFLOWS_STAGES, NORMFLOWS_HIDDEN, NORMFLOWS_COEFF, NORMFLOWS_TERMS = (4, 4), 32, 0.9, 5
+NORMFLOWS_LEARNING_RATE, NORMFLOWS_POWER_ITERATIONS = 1e-3, 5
+
+
+def recipe_path(model: str) -> str:
+  """The shipped training config of a residual flow: ``experiments/configs/mnist_<model>_cpu.py``."""
+  return os.path.join(ROOT, "experiments", "configs", f"mnist_{model}_cpu.py")
+
+
+def recipe(model: str) -> mnist_search.Setting:
+  """The searched recipe of ``model``: its shipped config read back, or :data:`GLOW_RECIPE`."""
+  if model == "glow":
+    return GLOW_RECIPE
+  return mnist_search.setting_from_config(load_config(recipe_path(model)), model)
 
 
 def synthetic_mnist(n_train: int, n_test: int, seed: int = 0) -> ImageDataset:
@@ -77,92 +99,52 @@ def synthetic_mnist(n_train: int, n_test: int, seed: int = 0) -> ImageDataset:
 
 # ------------------------------------------------------------------------------------------ JAX sides
 class JaxSide:
-  """A Flax flow trained with optax: ``log_prob_fn(variables, x, key) -> (log p, updated collections)``."""
+  """A flow of ``setting`` trained by ``mnist_search``'s optax step (its schedule a factor per step)."""
 
-  def __init__(self, name, variables, log_prob_fn, eval_log_prob_fn, sample_fn, preprocessing):
-    self.name, self.variables, self.sample_fn = name, variables, sample_fn
-    self.preprocessing = preprocessing
-    self.n_params = parameter_count(variables["params"])
-    optimizer = create_optimizer("adam", LEARNING_RATE, num_steps=10**9, warmup_steps=WARMUP_STEPS,
-                                 grad_clip=GRAD_CLIP)
-    self.opt_state = optimizer.init(variables["params"])
-    dim = 28 * 28
-
-    @jax.jit
-    def step(variables, opt_state, images, key):
-      data_key, model_key = jax.random.split(key)
-      x, pre_logdet = preprocessing(data_key, images)
-
-      def loss_fn(params):
-        log_prob, updated = log_prob_fn({**variables, "params": params}, x, model_key)
-        return jnp.mean(preprocessing.loss_per_example(log_prob + pre_logdet, dim)), updated
-
-      (loss, updated), grads = jax.value_and_grad(loss_fn, has_aux=True)(variables["params"])
-      updates, opt_state = optimizer.update(grads, opt_state, variables["params"])
-      return {**variables, **updated, "params": optax.apply_updates(variables["params"], updates)}, opt_state, loss
-
-    @jax.jit
-    def bits_per_dim(variables, x, pre_logdet, key):
-      return preprocessing.loss_per_example(eval_log_prob_fn(variables, x, key) + pre_logdet, dim)
-
-    self._step, self._bits_per_dim = step, bits_per_dim
+  def __init__(self, key: str, setting: mnist_search.Setting, x_init: jax.Array, preprocessing):
+    self.key, self.setting, self.batch_size = key, setting, setting.batch_size
+    self.built = mnist_search.build(setting, x_init, EVAL_ROULETTE)
+    self.model, self.variables = self.built.model, self.built.variables
+    self.n_params = parameter_count(self.variables["params"])
+    self.name = NAMES[key] + (f" (coupling width {setting.hidden})" if key == "glow" else " (iresflow)")
+    optimizer, self._step = mnist_search.make_step(self.built, setting, preprocessing)
+    self.opt_state = optimizer.init(self.variables["params"])
+    evaluate = self.built.eval_log_prob
+    self._bits_per_dim = jax.jit(
+        lambda v, x, pre, key: preprocessing.loss_per_example(evaluate(v, x, key) + pre, mnist_search.DIM))
 
   def step_flops(self, images: np.ndarray) -> float:
     """FLOPs of one training step, from XLA's cost analysis of the compiled step."""
-    compiled = self._step.lower(self.variables, self.opt_state, jnp.asarray(images), jax.random.key(0)).compile()
+    compiled = self._step.lower(self.variables, self.opt_state, jnp.asarray(images), jax.random.key(0),
+                                1.0).compile()
     analysis = compiled.cost_analysis()
     return float((analysis[0] if isinstance(analysis, list) else analysis)["flops"])
 
-  def step(self, images: np.ndarray, key: jax.Array) -> float:
-    self.variables, self.opt_state, loss = self._step(self.variables, self.opt_state, jnp.asarray(images), key)
+  def step(self, images: np.ndarray, key: jax.Array, scale: float) -> float:
+    self.variables, self.opt_state, loss = self._step(self.variables, self.opt_state, jnp.asarray(images), key,
+                                                      scale)
     return float(loss)  # waits for the step: the clock measures finished work
 
   def bits_per_dim(self, x: np.ndarray, pre_logdet: np.ndarray, key: jax.Array) -> np.ndarray:
     return np.asarray(self._bits_per_dim(self.variables, jnp.asarray(x), jnp.asarray(pre_logdet), key))
 
   def samples(self, z: np.ndarray) -> np.ndarray:
-    """Images in [0, 1] from latents ``z`` (n, 784)."""
-    return np.asarray(inverse_logit_transform(self.sample_fn(self.variables, jnp.asarray(z)), LOGIT_ALPHA))
-
-
-def iresnet_side(stages, hidden, x_init, preprocessing) -> JaxSide:
-  residual = ResidualSpec(hidden=hidden, constraint=LipschitzConstraint(coeff=COEFF))
-  model = IResNetFlow(data_shape=(28, 28, 1), stages=stages, residual=residual)
-  series = PowerSeries(n_terms=N_TERMS)
-  variables = model.init(jax.random.key(0), x_init, estimator=series)
-
-  def train_log_prob(v, x, key):
-    return model.apply(v, x, estimator=series, rngs={"logdet": key}, mutable=["spectral"])
-
-  def eval_log_prob(v, x, key):
-    return model.apply(v, x, estimator=EVAL_ROULETTE, rngs={"logdet": key})
-
-  def sample(v, z):
-    x, state = model.apply(v, z, solver=FixedPointSolver(), method=model.inverse, mutable=[INVERSE_INFO])
-    side.last_inverse_info = inverse_info(state)
-    return x
-
-  side = JaxSide("i-ResNet (iresflow)", variables, train_log_prob, eval_log_prob, sample, preprocessing)
-  side.model = model
-  return side
-
-
-def glow_side(stages, n_params_to_match, x_init, preprocessing) -> JaxSide:
-  hidden = matching_width(lambda h: GlowImageFlow(stages, h), n_params_to_match, x_init)
-  model = GlowImageFlow(stages, hidden)
-  variables = model.init(jax.random.key(0), x_init)
-  side = JaxSide(f"Glow-style (coupling width {hidden})", variables,
-                 lambda v, x, key: (model.apply(v, x), {}), lambda v, x, key: model.apply(v, x),
-                 lambda v, z: model.apply(v, z, (28, 28, 1), method=model.sample), preprocessing)
-  side.hidden = hidden
-  return side
+    """Images in [0, 1] from latents ``z`` (n, 784); a residual flow's by the fixed-point inverse."""
+    if isinstance(self.model, GlowImageFlow):
+      x = self.model.apply(self.variables, jnp.asarray(z), (28, 28, 1), method=self.model.sample)
+    else:
+      x, state = self.model.apply(self.variables, jnp.asarray(z), solver=FixedPointSolver(),
+                                  method=self.model.inverse, mutable=[INVERSE_INFO])
+      self.last_inverse_info = inverse_info(state)
+    return np.asarray(inverse_logit_transform(x, LOGIT_ALPHA))
 
 
 # -------------------------------------------------------------------------------------- normflows side
 class NormflowsSide:
   """The i-ResNet's architecture built from normflows' parts, trained with torch.optim.Adam."""
 
-  name = "Residual flow (normflows)"
+  name = NAMES["normflows"]
+  batch_size = 64
 
   def __init__(self, stages, hidden, x_init: np.ndarray):
     import normflows as nf
@@ -177,10 +159,10 @@ class NormflowsSide:
       data_direction.append(nf.flows.Squeeze())  # its inverse squeezes (the data direction)
       channels *= 4
       for _ in range(n_blocks):
-        net = nf.nets.LipschitzCNN([channels, hidden, hidden, channels], [3, 1, 3], lipschitz_const=COEFF,
+        net = nf.nets.LipschitzCNN([channels, hidden, hidden, channels], [3, 1, 3], lipschitz_const=NORMFLOWS_COEFF,
                                    max_lipschitz_iter=NORMFLOWS_POWER_ITERATIONS, init_zeros=False)
         data_direction += [nf.flows.ActNorm((channels, 1, 1)),
-                           nf.flows.Residual(net, reduce_memory=False, n_power_series=N_TERMS, n_samples=1)]
+                           nf.flows.Residual(net, reduce_memory=False, n_power_series=NORMFLOWS_TERMS, n_samples=1)]
     size = 28 // 2 ** len(stages)
     base = nf.distributions.DiagGaussian((channels, size, size), trainable=False)
     self.model = nf.NormalizingFlow(base, data_direction[::-1])
@@ -188,7 +170,7 @@ class NormflowsSide:
     self.model.forward_kld(self._torch(x_init)).backward()
     self.model.zero_grad()
     nf.utils.update_lipschitz(self.model, 50)
-    self.optimizer = torch.optim.Adam(self.model.parameters(), lr=LEARNING_RATE)
+    self.optimizer = torch.optim.Adam(self.model.parameters(), lr=NORMFLOWS_LEARNING_RATE)
     self.schedule = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda i: min(1.0, (i + 1) / WARMUP_STEPS))
     # geom_p and lamb of each block are unused by the truncated series.
     self.n_params = sum(p.numel() for name, p in self.model.named_parameters()
@@ -240,9 +222,9 @@ def test_bits_per_dim(side, preprocessing, images: np.ndarray) -> np.ndarray:
 
 
 def train_for(side, data: ImageDataset, preprocessing, budget_s: float, curve_images: np.ndarray,
-              n_curve_points: int, batch_size: int, max_steps: int | None) -> list[dict]:
+              n_curve_points: int, max_steps: int | None) -> list[dict]:
   """Trains ``side`` for ``budget_s`` seconds of training; returns the curve (bits/dim on ``curve_images``)."""
-  sampler = BatchSampler(len(data.train_images), batch_size, seed=0)
+  sampler = BatchSampler(len(data.train_images), side.batch_size, seed=0)
   is_jax = isinstance(side, JaxSide)
 
   def point(step, seconds):
@@ -258,7 +240,8 @@ def train_for(side, data: ImageDataset, preprocessing, budget_s: float, curve_im
     images = data.train_images[sampler.global_indices(step)]
     start = time.perf_counter()
     if is_jax:
-      loss = side.step(images, jax.random.key(step))
+      scale = mnist_search.learning_rate_scale(step, trained, budget_s, side.setting.schedule)
+      loss = side.step(images, jax.random.key(step), scale)
     else:
       loss = side.step(*preprocessed(preprocessing, images, seed=step))
     trained += time.perf_counter() - start
@@ -324,21 +307,60 @@ def curve_figure(curves: dict, path: str) -> None:
   fig.savefig(path, dpi=110)
 
 
+def keep_one_setting_results(output_dir: str) -> None:
+  """Moves an ``mnist_density.json`` of the one-setting protocol (and its figures) to ``*_one_setting.*``."""
+  path = os.path.join(output_dir, "mnist_density.json")
+  if not os.path.exists(path):
+    return
+  with open(path) as f:
+    if json.load(f).get("protocol") == "recipes":
+      return
+  for name in ["mnist_density.json", "mnist_density.md", "mnist_density_curve.png"] + [
+      f"mnist_density_{key}.png" for key in ("iresnet", "glow", "normflows")]:
+    if os.path.exists(os.path.join(output_dir, name)):
+      moved = name.replace("mnist_density", "mnist_density_one_setting", 1)
+      shutil.move(os.path.join(output_dir, name), os.path.join(output_dir, moved))
+      print(f"kept the one-setting run's {name} as {moved}", flush=True)
+
+
+def results_table(results: dict, one_setting: dict | None) -> str:
+  """The markdown table: this run's models, then the one-setting run's rows (when kept)."""
+  test_set = f"{results['n_test']:,} {'synthetic ' if results['dataset'] == 'synthetic' else ''}test images"
+  rows = [f"| model | recipe | parameters | steps in the budget | "
+          f"test bits/dim ± s.e. ({test_set}) | certified |", "|---|---|---:|---:|---:|---|"]
+
+  def row(key, e, recipe_text):
+    certified = (f"yes (max Lip(g) bound {e['max_lipschitz_bound']:.4f})" if e.get("certified") else
+                 "**no**" if "certified" in e else "n/a (no certificate)" if key == "normflows" else
+                 "n/a (coupling)")
+    return (f"| {e['name']} | {recipe_text} | {e['parameters']:,} | {e['steps']:,} | "
+            f"{e['test_bits_per_dim']:.3f} ± {e['test_bits_per_dim_se']:.3f} | {certified} |")
+
+  for key, e in results["models"].items():
+    recipe_text = ("one setting" if key == "normflows" else
+                   f"searched: {mnist_search.changes(e['setting'])}")
+    rows.append(row(key, e, recipe_text))
+  for key, e in (one_setting or {}).get("models", {}).items():
+    rows.append(row(key, e, "one setting (earlier run)"))
+  return "\n".join(rows)
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--data-dir", default=None, help="TFDS data_dir holding the prepared mnist")
   parser.add_argument("--output-dir", "--docs-dir", dest="output_dir",
                       default=os.path.join("workdirs", "mnist_density"),
                       help="results folder (--docs-dir docs: the committed results)")
-  parser.add_argument("--minutes", type=float, default=20.0, help="training budget per model")
-  parser.add_argument("--hidden", type=int, default=32)
-  parser.add_argument("--models", nargs="+", default=["iresnet", "glow", "normflows"])
-  parser.add_argument("--quick", action="store_true", help="synthetic data, tiny model, a few steps")
+  parser.add_argument("--minutes", type=float, default=20.0, help="training budget per model (wall-clock)")
+  parser.add_argument("--models", nargs="+", choices=[*RESIDUAL_FLOWS, "glow", "normflows"],
+                      default=[*RESIDUAL_FLOWS, "glow", "normflows"])
+  parser.add_argument("--quick", action="store_true", help="synthetic data, tiny models, a few steps")
   parser.add_argument("--flops", action="store_true",
                       help="only write each JAX model's FLOPs per training step (mnist_density_flops.json)")
   args = parser.parse_args()
-  stages, hidden = ((1, 1), 4) if args.quick else ((4, 4), args.hidden)
+  settings = {key: recipe(key) for key in args.models if key != "normflows"}  # a bad config fails here, first
   if args.quick:
+    settings = {key: dataclasses.replace(s, stages=(1,) * len(s.stages), hidden=4) for key, s in settings.items()}
     data = synthetic_mnist(256, 40)
     budget_s, max_steps, n_curve, n_curve_images, n_check = 1e9, 3, 1, 40, 10  # one eval batch shape
   else:
@@ -349,46 +371,58 @@ def main() -> None:
   curve_images = data.test_images[np.random.default_rng(0).permutation(len(data.test_images))[:n_curve_images]]
   z = np.asarray(jax.random.normal(jax.random.key(42), (64, 28 * 28)))
 
-  sides = {"iresnet": iresnet_side(stages, hidden, x_init, preprocessing)}
-  if "glow" in args.models:
-    sides["glow"] = glow_side(stages, sides["iresnet"].n_params, x_init, preprocessing)
-  if "normflows" in args.models:
-    try:
-      sides["normflows"] = NormflowsSide(stages, hidden, x_init)
-    except ImportError as error:
-      print(f"normflows side skipped: {error} (pip install 'iresflow[bench]')", flush=True)
-  sides = {k: v for k, v in sides.items() if k in args.models}
-
   os.makedirs(args.output_dir, exist_ok=True)
   if args.flops:  # why the budgets buy different step counts: arithmetic per step of the JAX sides
-    flops = {key: side.step_flops(data.train_images[:64]) for key, side in sides.items() if key != "normflows"}
+    flops = {key: JaxSide(key, s, x_init, preprocessing).step_flops(data.train_images[:s.batch_size])
+             for key, s in settings.items()}
     print({key: f"{value / 1e9:.2f} GFLOP per training step" for key, value in flops.items()}, flush=True)
     with open(os.path.join(args.output_dir, "mnist_density_flops.json"), "w") as f:
-      json.dump({"flops_per_training_step": flops, "batch_size": 64, "backend": jax.default_backend()}, f, indent=1)
+      json.dump({"flops_per_training_step": flops, "batch_sizes": {k: s.batch_size for k, s in settings.items()},
+                 "settings": {k: mnist_search.as_json(s) for k, s in settings.items()},
+                 "backend": jax.default_backend()}, f, indent=1)
     return
-  results = {"dataset": data.name, "n_train": len(data.train_images), "n_test": len(data.test_images),
-             "stages": list(stages), "hidden": hidden, "coeff": COEFF, "budget_seconds": budget_s,
-             "batch_size": 64, "logit_alpha": LOGIT_ALPHA, "models": {}}
-  for key, side in sides.items():
+  keep_one_setting_results(args.output_dir)
+  one_setting_path = os.path.join(args.output_dir, "mnist_density_one_setting.json")
+  one_setting = None
+  if os.path.exists(one_setting_path):
+    with open(one_setting_path) as f:
+      one_setting = json.load(f)
+  results = {"protocol": "recipes", "dataset": data.name, "n_train": len(data.train_images),
+             "n_test": len(data.test_images), "budget_seconds": budget_s, "logit_alpha": LOGIT_ALPHA,
+             "models": {}}
+  for key in args.models:
+    if key == "normflows":
+      try:
+        side = NormflowsSide((1, 1) if args.quick else NORMFLOWS_STAGES, 4 if args.quick else NORMFLOWS_HIDDEN,
+                             x_init)
+      except ImportError as error:
+        print(f"normflows side skipped: {error} (pip install 'iresflow[bench]')", flush=True)
+        continue
+    else:
+      side = JaxSide(key, settings[key], x_init, preprocessing)
     print(f"training {side.name} ({side.n_params:,} parameters) for {budget_s:.0f} s", flush=True)
-    curve = train_for(side, data, preprocessing, budget_s, curve_images, n_curve, 64, max_steps)
+    curve = train_for(side, data, preprocessing, budget_s, curve_images, n_curve, max_steps)
     start = time.perf_counter()
+    print(f"  evaluating {side.name} on {len(data.test_images):,} test images", flush=True)
     per_image = test_bits_per_dim(side, preprocessing, data.test_images)
     entry = {"name": side.name, "parameters": side.n_params, "steps": curve[-1]["step"],
              "train_seconds": curve[-1]["seconds"], "curve": curve,
              "test_bits_per_dim": float(per_image.mean()),
              "test_bits_per_dim_se": float(per_image.std(ddof=1) / math.sqrt(len(per_image))),
              "test_seconds": time.perf_counter() - start}
+    if isinstance(side, JaxSide):
+      entry["setting"] = mnist_search.as_json(side.setting)
+    print(f"  sampling {side.name}", flush=True)
     samples = side.samples(z)
-    if key == "iresnet":
+    if key in RESIDUAL_FLOWS:
+      print(f"  certifying {side.name}", flush=True)
       certificate = certify(side.model, side.variables)
       entry["certified"] = bool(certificate.certified)
       entry["max_lipschitz_bound"] = float(certificate.max_lipschitz_bound)
       entry["samples_converged"] = bool(jnp.all(side.last_inverse_info.converged))
+      print(f"  checking {side.name}'s estimator against the exact log-det", flush=True)
       entry["estimator_check"] = estimator_check(side, preprocessing, data.test_images[:n_check],
                                                  only_eval=args.quick)
-    if key == "glow":
-      entry["coupling_width"] = side.hidden
     print(f"{side.name}: test {entry['test_bits_per_dim']:.4f} ± {entry['test_bits_per_dim_se']:.4f} bits/dim "
           f"after {entry['steps']} steps", flush=True)
     plots.image_grid(samples, os.path.join(args.output_dir, f"mnist_density_{key}.png"),
@@ -396,22 +430,16 @@ def main() -> None:
     results["models"][key] = entry
     with open(os.path.join(args.output_dir, "mnist_density.json"), "w") as f:
       json.dump(results, f, indent=1)
+    jax.clear_caches()
 
   curve_figure({e["name"]: e["curve"] for e in results["models"].values()},
                os.path.join(args.output_dir, "mnist_density_curve.png"))
-  test_set = f"{results['n_test']:,} {'synthetic ' if data.name == 'synthetic' else ''}test images"
-  rows = [f"| model | parameters | steps in the budget | test bits/dim ± s.e. ({test_set}) | certified |",
-          "|---|---:|---:|---:|---|"]
-  for key, e in results["models"].items():
-    certified = (f"yes (max Lip(g) bound {e['max_lipschitz_bound']:.4f})" if e.get("certified") else
-                 "**no**" if key == "iresnet" else "n/a (no certificate)" if key == "normflows" else
-                 "n/a (coupling)")
-    rows.append(f"| {e['name']} | {e['parameters']:,} | {e['steps']:,} | {e['test_bits_per_dim']:.3f} ± "
-                f"{e['test_bits_per_dim_se']:.3f} | {certified} |")
-  table = "\n".join(rows)
+  table = results_table(results, one_setting)
   print(table)
   with open(os.path.join(args.output_dir, "mnist_density.md"), "w") as f:
     f.write(table + "\n")
+  print(f"wrote mnist_density.json, mnist_density.md, mnist_density_curve.png and the sample grids to "
+        f"{args.output_dir}", flush=True)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ Resumable: results go to ``mnist_search.json`` after every trial, and a rerun sk
 holds (an interrupted trial starts again). ``--models`` and ``--trials`` pick a subset.
 
     python -m iresflow.data.prepare mnist --data-dir ~/tensorflow_datasets     # once (~30 s)
-    python experiments/mnist_search.py --data-dir ~/tensorflow_datasets --docs-dir docs       # 48 x 5 min
+    python experiments/mnist_search.py --data-dir ~/tensorflow_datasets --docs-dir docs       # 52 x 5 min
     python experiments/mnist_search.py --data-dir ~/tensorflow_datasets --docs-dir docs --round final
     python experiments/mnist_search.py --quick              # synthetic data, tiny models (the test suite)
 
@@ -100,25 +100,29 @@ VARIATIONS = {
                 "10 terms": dict(n_terms=10), "lr 3e-3": dict(learning_rate=3e-3), "cosine": dict(schedule="cosine"),
                 "2 norm steps": dict(norm_iterations=2), "width 64": dict(hidden=64), "batch 128": dict(batch_size=128),
                 "3 stages, no squeeze": THREE_STAGES, "factor-out": dict(factor_out=True),
-                "neumann, lr 3e-3, 3 stages": dict(gradient="neumann", learning_rate=3e-3, **THREE_STAGES)},
+                "neumann, lr 3e-3, 3 stages": dict(gradient="neumann", learning_rate=3e-3, **THREE_STAGES),
+                "neumann, lr 3e-3": dict(gradient="neumann", learning_rate=3e-3)},
     "residual_flow": {"base": {}, "1 exact term": dict(n_terms=1), "4 exact terms": dict(n_terms=4),
                       "c 0.9": dict(coeff=0.9), "lr 3e-3": dict(learning_rate=3e-3), "cosine": dict(schedule="cosine"),
                       "width 64": dict(hidden=64), "batch 128": dict(batch_size=128),
                       "3 stages, no squeeze": THREE_STAGES, "factor-out": dict(factor_out=True),
                       "adamax": dict(optimizer="adamax"),
-                      "lr 3e-3, 3 stages": dict(learning_rate=3e-3, **THREE_STAGES)},
+                      "lr 3e-3, 3 stages": dict(learning_rate=3e-3, **THREE_STAGES),
+                      "lr 3e-3, 1 exact term": dict(learning_rate=3e-3, n_terms=1)},
     "idensenet": {"base": {}, "lr 3e-3": dict(learning_rate=3e-3), "cosine": dict(schedule="cosine"),
                   "c 0.9": dict(coeff=0.9), "3 stages, no squeeze": THREE_STAGES, "factor-out": dict(factor_out=True),
                   "5-term series, neumann": dict(estimator="series", n_terms=5),
                   "growth 14": dict(hidden=2 * IDENSENET_GROWTH), "batch 128": dict(batch_size=128),
                   "4 exact terms": dict(n_terms=4),
                   "lipswish, growth 14": dict(activation="lipswish", hidden=2 * IDENSENET_GROWTH),
-                  "lr 3e-3, 3 stages": dict(learning_rate=3e-3, **THREE_STAGES)},
+                  "lr 3e-3, 3 stages": dict(learning_rate=3e-3, **THREE_STAGES),
+                  "lr 3e-3, 1 exact term": dict(learning_rate=3e-3, n_terms=1)},
     "glow": {"base": {}, "lr 3e-3": dict(learning_rate=3e-3), "lr 3e-4": dict(learning_rate=3e-4),
              "cosine": dict(schedule="cosine"), "batch 128": dict(batch_size=128), "batch 32": dict(batch_size=32),
              "width 76": dict(hidden=2 * GLOW_WIDTH), "width 19": dict(hidden=GLOW_WIDTH // 2),
              "stages 8, 8": dict(stages=(8, 8)), "stages 2, 2": dict(stages=(2, 2)), "adamax": dict(optimizer="adamax"),
-             "cosine, lr 3e-3": dict(schedule="cosine", learning_rate=3e-3)},
+             "cosine, lr 3e-3": dict(schedule="cosine", learning_rate=3e-3),
+             "lr 3e-3, stages 2, 2": dict(learning_rate=3e-3, stages=(2, 2))},
 }
 MODELS = tuple(VARIATIONS)
 
@@ -138,6 +142,66 @@ def trials(models, quick: bool) -> dict[str, Setting]:
         change = {**change, "stages": (1,) * len(change["stages"])}
       out[f"{model}/{label}"] = dataclasses.replace(base, **change)
   return out
+
+
+# ---------------------------------------------------------------------------------------------- recipes
+def setting_from_config(config, model: str) -> Setting:
+  """The search's ``Setting`` of a training config (``experiments/configs/mnist_<model>_cpu.py``).
+
+  The shipped configs are ``experiments/train.py`` configs; this reads back the fields the search
+  varies, so that a test can check a config against the search's winner and ``mnist_density.py`` can
+  train it with the search's loop.
+
+  Args:
+    config: a ``ml_collections.ConfigDict`` with the trainer's keys.
+    model: ``'iresnet'``, ``'residual_flow'`` or ``'idensenet'`` (which base the changes are read against).
+
+  Raises:
+    ValueError: naming the config key, where the config leaves the search's fixed protocol (MNIST, logit
+      alpha 1e-6, 100 warm-up steps, clipping at 1, no EMA, one probe) or sets something it never varies.
+  """
+  fixed = {"dataset": "mnist", "logit_alpha": LOGIT_ALPHA, "warmup_steps": WARMUP_STEPS, "grad_clip": GRAD_CLIP,
+           "ema_decay": 0.0, "weight_decay": 0.0, "task": "density"}
+  for key, expected in fixed.items():
+    if config[key] != expected:
+      raise ValueError(f"config.{key}: the search's protocol has {expected!r}, the config {config[key]!r}")
+  if model not in ("iresnet", "residual_flow", "idensenet"):
+    raise ValueError(f"model: expected 'iresnet', 'residual_flow' or 'idensenet', got {model!r}")
+  layout = dict(config.model)
+  residual = dict(layout.pop("residual", {}))
+  constraint = dict(residual.pop("constraint", {}))
+  densenet = model == "idensenet"
+  expected_kernels = (3, 3, 3, 1) if densenet else (3, 1, 3)
+  if residual.pop("architecture", "chain") != ("densenet" if densenet else "chain"):
+    raise ValueError(f"config.model.residual.architecture: expected {'densenet' if densenet else 'chain'!r} "
+                     f"for {model!r}")
+  if tuple(residual.pop("kernel_sizes", expected_kernels)) != expected_kernels:
+    raise ValueError(f"config.model.residual.kernel_sizes: the search uses {expected_kernels}")
+  estimator = {k: v for k, v in dict(config.estimator).items() if v is not None}
+  kind = estimator.pop("kind")
+  if estimator.pop("n_probes", 1) != 1:
+    raise ValueError("config.estimator.n_probes: the search trains with one probe")
+  if kind == "roulette":
+    n_terms, gradient = estimator.pop("n_exact_terms", Roulette().n_exact_terms), "neumann"
+  elif kind == "series":
+    n_terms, gradient = estimator.pop("n_terms", PowerSeries().n_terms), estimator.pop("gradient", "backprop")
+  else:
+    raise ValueError(f"config.estimator.kind: expected 'series' or 'roulette', got {kind!r}")
+  leftover = {"model": sorted(set(layout) - {"stages", "initial_squeeze", "factor_out"}),
+              "model.residual": sorted(set(residual) - {"hidden", "activation"}),
+              "model.residual.constraint": sorted(set(constraint) - {"coeff", "n_power_iterations"}),
+              "estimator": sorted(set(estimator) - {"precision", "unroll", "remat"})}
+  for where, keys in leftover.items():
+    if keys:
+      raise ValueError(f"config.{where}: {keys} are not settings the search varies")
+  base = Setting(model)
+  return Setting(model, stages=tuple(layout.get("stages", base.stages)),
+                 initial_squeeze=layout.get("initial_squeeze", True), factor_out=layout.get("factor_out", False),
+                 hidden=residual.get("hidden", ResidualSpec().hidden), coeff=constraint.get("coeff", 0.9),
+                 norm_iterations=constraint.get("n_power_iterations", LipschitzConstraint().n_power_iterations),
+                 activation=residual.get("activation", "lipswish"), estimator=kind, n_terms=n_terms,
+                 gradient=gradient, learning_rate=config.learning_rate, schedule=config.schedule,
+                 optimizer=config.optimizer, batch_size=config.batch_size)
 
 
 # ----------------------------------------------------------------------------------------------- models

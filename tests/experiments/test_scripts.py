@@ -129,12 +129,13 @@ def test_demo_runs_on_tiny_settings(tmp_path):
 
 def test_mnist_density_quick(tmp_path):
   """The real-MNIST density protocol on synthetic 28x28 data (normflows is not a test dependency)."""
-  # The i-ResNet alone: the Glow-style side's matched width and training loop are the ones
-  # test_digits_density_quick runs (iresflow.baselines.matching_width, iresflow.train.fitting).
+  # The i-ResNet's recipe alone: the other recipes build in test_mnist_recipes_are_the_search_winners and
+  # train in the search's quick test (the same loop).
   stdout = _run("mnist_density.py", tmp_path, "--models", "iresnet")
   results = json.loads((tmp_path / "mnist_density.json").read_text())
   ires = results["models"]["iresnet"]
-  assert set(results["models"]) == {"iresnet"}
+  assert set(results["models"]) == {"iresnet"} and results["protocol"] == "recipes"
+  assert ires["setting"]["stages"] == [1, 1] and ires["setting"]["model"] == "iresnet"
   assert np.isfinite(ires["test_bits_per_dim"]) and ires["test_bits_per_dim_se"] > 0
   assert ires["curve"][0]["step"] == 0 and ires["curve"][-1]["step"] == ires["steps"] == 3
   assert ires["certified"] and ires["samples_converged"]
@@ -142,9 +143,87 @@ def test_mnist_density_quick(tmp_path):
   # The roulette estimate is unbiased: its mean error against the exact log-det is within a few s.e.
   error, se = check["eval_roulette_20_exact_minus_exact_bits_per_dim"], check["eval_roulette_20_exact_minus_exact_se"]
   assert abs(error) <= 4 * se + 1e-4
-  assert "| i-ResNet (iresflow) |" in stdout
+  assert "| i-ResNet (iresflow) | searched: stages=[1, 1], hidden=4" in stdout
   for name in ("mnist_density_curve.png", "mnist_density_iresnet.png"):
     assert (tmp_path / name).exists()
+
+
+def _load_experiment(name):
+  """An experiments/ script as a module (its folder on the path, as when it runs: scripts import siblings)."""
+  import importlib.util
+  if str(ROOT / "experiments") not in sys.path:
+    sys.path.insert(0, str(ROOT / "experiments"))
+  spec = importlib.util.spec_from_file_location(name, ROOT / "experiments" / f"{name}.py")
+  module = importlib.util.module_from_spec(spec)
+  sys.modules[name] = module  # dataclasses look their module up there
+  spec.loader.exec_module(module)
+  return module
+
+
+def test_mnist_density_keeps_the_one_setting_run(tmp_path):
+  """A results folder of the one-setting protocol: its files move to *_one_setting.* and stay in the table."""
+  density = _load_experiment("mnist_density")
+  old = {"models": {"iresnet": {"name": "i-ResNet (iresflow)", "parameters": 55048, "steps": 2475,
+                                "test_bits_per_dim": 1.502, "test_bits_per_dim_se": 0.003, "certified": True,
+                                "max_lipschitz_bound": 0.74}}}
+  (tmp_path / "mnist_density.json").write_text(json.dumps(old))
+  (tmp_path / "mnist_density_iresnet.png").write_bytes(b"png")
+  density.keep_one_setting_results(str(tmp_path))
+  assert not (tmp_path / "mnist_density.json").exists()
+  assert (tmp_path / "mnist_density_one_setting_iresnet.png").read_bytes() == b"png"
+  kept = json.loads((tmp_path / "mnist_density_one_setting.json").read_text())
+  (tmp_path / "mnist_density.json").write_text(json.dumps({"protocol": "recipes"}))
+  density.keep_one_setting_results(str(tmp_path))  # a recipes run is not moved
+  assert (tmp_path / "mnist_density.json").exists()
+  new = {"n_test": 10000, "dataset": "mnist", "models": {
+      "glow": {"name": "Glow-style (coupling width 38)", "parameters": 54528, "steps": 9000, "test_bits_per_dim": 1.2,
+               "test_bits_per_dim_se": 0.003, "setting": density.mnist_search.as_json(density.GLOW_RECIPE)}}}
+  table = density.results_table(new, kept)
+  assert ("| Glow-style (coupling width 38) | searched: (base) | 54,528 | 9,000 | 1.200 ± 0.003 | n/a (coupling) |"
+          in table)
+  assert "| i-ResNet (iresflow) | one setting (earlier run) | 55,048 | 2,475 | 1.502 ± 0.003 | yes" in table
+
+
+def test_mnist_recipes_are_the_search_winners():
+  """Each shipped config (and the Glow recipe) is its model's best trial in the committed search results,
+  and train.py builds the same flow and estimator from the config as the search does from the setting."""
+  from iresflow.train import build_model, make_estimator
+  from iresflow.train.config import load_config
+  from iresflow.train.setup import check_config
+
+  density = _load_experiment("mnist_density")
+  search = density.mnist_search
+  results = json.loads((ROOT / "docs" / "mnist_search.json").read_text())
+  for model in search.MODELS:
+    entries = results["rounds"].get("final") or results["rounds"]["first"]
+    best = search.best_trials(entries, [model], top=1)
+    expected = entries[best[0]]["setting"] if best else search.as_json(search.BASES[model])
+    assert search.as_json(density.recipe(model)) == expected, model
+    if model == "glow":
+      continue
+    config = load_config(density.recipe_path(model))
+    check_config(config)
+    flow = build_model(config, (28, 28, 1), 10)
+    estimator = make_estimator(config.estimator)
+    searched, searched_estimator = search.model_and_estimator(density.recipe(model))
+    assert (flow, estimator) == (searched, searched_estimator), model  # the same modules, field by field
+
+
+def test_mnist_recipe_reader_rejects_what_the_search_never_varied():
+  import pytest
+  from iresflow.train.config import load_config
+
+  density = _load_experiment("mnist_density")
+  config = load_config(density.recipe_path("iresnet"))
+  config.ema_decay = 0.999
+  with pytest.raises(ValueError, match="config.ema_decay"):
+    density.mnist_search.setting_from_config(config, "iresnet")
+  config = load_config(density.recipe_path("iresnet"))
+  config.estimator.n_probes = 4
+  with pytest.raises(ValueError, match="config.estimator.n_probes"):
+    density.mnist_search.setting_from_config(config, "iresnet")
+  with pytest.raises(ValueError, match="config.model.residual.architecture"):
+    density.mnist_search.setting_from_config(load_config(density.recipe_path("idensenet")), "iresnet")
 
 
 def test_mnist_classification_quick(tmp_path):
@@ -240,7 +319,7 @@ def test_mnist_search_plans_every_trial_and_picks_the_best():
 
   search = _load_mnist_search()
   planned = search.trials(search.MODELS, quick=False)
-  assert len(planned) == 48 and all(len([n for n in planned if n.startswith(m + "/")]) == 12 for m in search.MODELS)
+  assert len(planned) == 52 and all(len([n for n in planned if n.startswith(m + "/")]) == 13 for m in search.MODELS)
   x = jnp.zeros((2, 28, 28, 1))
   counts = {}
   for name, setting in planned.items():
