@@ -424,6 +424,8 @@ def profile_table(rows: dict) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- report
+# Around the ablation table in mnist_search.md, so that the guide can include it (MyST ``start-after``).
+ABLATION_START, ABLATION_END = "<!-- ablation table -->", "<!-- end of the ablation table -->"
 CLOCKS = {"cpu": "the process's CPU time over its usable cores", "wall": "wall-clock"}
 
 
@@ -483,11 +485,11 @@ def report(results: dict) -> str:
   if cells:
     lines += ["## Effect of each change (round `first`)\n",
               "Δ validation bits/dim against the model's base (negative is better); blank: not tried or not run "
-              "yet.\n", "| change | " + " | ".join(MODELS) + " |", "|---|" + "---:|" * len(MODELS)]
+              "yet.\n", ABLATION_START, "| change | " + " | ".join(MODELS) + " |", "|---|" + "---:|" * len(MODELS)]
     for label in labels:
       if any((label, model) in cells for model in MODELS):
         lines.append(f"| {label} | " + " | ".join(cells.get((label, model), "") for model in MODELS) + " |")
-    lines.append("")
+    lines += ["", ABLATION_END, ""]
   return "\n".join(lines)
 
 

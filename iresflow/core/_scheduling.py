@@ -15,9 +15,12 @@ estimate:
 * **One LU decomposition at a time** (:func:`log_abs_det_each`): jaxlib's batched LU on CPU can
   deadlock its thread pool.
 
-They run on every backend: a tie costs one multiply by zero per example, and one program for every
-backend is simpler to test than a CPU variant (what was measured, and on which machine:
-docs/design_notes.md).
+The ordering ties and the one-at-a-time LU are applied on the backends in :data:`MEASURED_BACKENDS`
+only, where they were measured (docs/design_notes.md: on XLA:CPU the ties save memory from about 3
+blocks per stage and cost 6.3 MiB with 2; the batched LU hangs). Elsewhere nothing has been measured,
+and the program is the plain one (the ties add zeros, so values are the same either way; a test checks
+both programs). The tie inside :func:`rematerialized`'s backward pass stays on every backend: it is
+what keeps any compiler from merging the recomputation back into the forward pass.
 """
 
 from __future__ import annotations
@@ -28,6 +31,16 @@ import jax
 import jax.numpy as jnp
 
 ResidualFn = Callable[[jax.Array], jax.Array]
+MEASURED_BACKENDS = ("cpu",)
+
+
+def work_arounds_apply() -> bool:
+  """Whether the ordering ties and the one-at-a-time LU apply: the default backend was measured to need them.
+
+  Read when a function is traced (never at import, so that multi-host launches can initialise the
+  runtime after importing the package).
+  """
+  return jax.default_backend() in MEASURED_BACKENDS
 
 
 def next_term_after_sums(w: jax.Array, value: jax.Array, neumann_w: jax.Array
@@ -38,6 +51,8 @@ def next_term_after_sums(w: jax.Array, value: jax.Array, neumann_w: jax.Array
   scheduler would otherwise defer the sums of unrolled terms and keep every ``v^T J^k`` alive until
   the end (memory growing with the number of terms). Per probe and example.
   """
+  if not work_arounds_apply():
+    return w, value, neumann_w
   first_entries = neumann_w.reshape(neumann_w.shape[:2] + (-1,))[..., 0]
   tie = jnp.zeros((), value.dtype) * (value + first_entries)
   return w + tie.reshape(tie.shape + (1,) * (w.ndim - 2)).astype(w.dtype), value, neumann_w
@@ -58,6 +73,8 @@ def after_input(v: jax.Array, x: jax.Array) -> jax.Array:
   activation of the hidden width) long before the block runs and keeps each result until then;
   tied, it cannot start before the block's input exists.
   """
+  if not work_arounds_apply():
+    return v
   first_entries = x.reshape(x.shape[0], -1)[:, 0]
   return v + per_example_zero(first_entries, v[0])[None]
 
@@ -91,7 +108,8 @@ def rematerialized(forward, differentiable, g: ResidualFn, x: jax.Array, key: ja
     # g(x) + 0 * log-det, per example: whatever consumes g(x) (the next block) waits for this block's series, so
     # the series of several blocks are not kept in flight together (XLA:CPU's scheduler otherwise
     # interleaves unrolled series, and their buffers add up).
-    gx = gx + per_example_zero(value, gx)
+    if work_arounds_apply():
+      gx = gx + per_example_zero(value, gx)
     return gx, value, saved
 
   @jax.custom_vjp
@@ -127,4 +145,6 @@ def log_abs_det_each(matrices: jax.Array) -> jax.Array:
   machine), every thread waits for tasks that no thread is left to run, and the program hangs. A
   single matrix's decomposition runs in its calling thread.
   """
+  if not work_arounds_apply():
+    return jnp.linalg.slogdet(matrices)[1]
   return jax.lax.map(lambda matrix: jnp.linalg.slogdet(matrix)[1], matrices)
