@@ -20,5 +20,5 @@ def get_config():
   config.estimator.n_terms = None
   config.estimator.gradient = None
   config.estimator.n_exact_terms = 2
-  config.learning_rate = 1e-3
+  config.learning_rate = 3e-3
   return config
