@@ -28,4 +28,7 @@ def test_the_site_builds_with_every_tutorial_executed(tmp_path):
   api = (html / "api" / "top_level.html").read_text()
   for name in ("FlowDistribution", "fit_variational", "certify"):
     assert name in api, name
+  # The recipes guide includes the search's ablation table from mnist_search.md (between its markers).
+  recipes = (html / "guide" / "mnist_recipes.html").read_text()
+  assert "neumann gradient" in recipes and "ablation table" not in recipes
   assert "all certified" in (html / "tutorials" / "fit_a_density.html").read_text()  # the certificate cell ran
