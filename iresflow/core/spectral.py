@@ -108,7 +108,8 @@ def lanczos_iteration(
     linear_fn: the linear operator ``A`` (see :func:`power_iteration`).
     u: start vector of ``linear_fn``'s input shape; carry the returned one between calls.
     n_steps: Krylov steps ``k >= 0``; memory holds ``2k + 1`` vectors. 0 only re-evaluates sigma.
-    eps: guards the normalisations (a breakdown, when the Krylov space is invariant, is harmless).
+    eps: guards the normalisation of the start vector and of the returned ``u``. A breakdown (the Krylov
+      space invariant, to rounding) ends the recursion: the later steps add nothing.
 
   Returns:
     ``(sigma, u)``.
@@ -128,21 +129,33 @@ def lanczos_iteration(
   n, m, dtype = u.size, math.prod(out_shape), u.dtype
   orthogonalize = lambda basis, w: w - basis.T @ (basis @ w)  # rows not yet filled are zero
 
+  # Breakdown: a new vector with norm at rounding level (relative to the norms seen so far) means the Krylov
+  # space is invariant. Normalising that rounding noise would restart the recursion from a direction the
+  # three-term recurrence does not describe, and its coefficients then grow without bound until they
+  # overflow (an operator with one repeated singular value breaks down at once: a 1x1 convolution to one
+  # channel, the last layer of an i-DenseNet's g on grayscale images). From a breakdown on, the remaining
+  # vectors and coefficients are zero.
+  tolerance = math.sqrt(float(jnp.finfo(dtype).eps))
+
+  def normalized_unless_breakdown(w, scale, stopped):
+    norm = jnp.linalg.norm(w)
+    stopped = stopped | (norm <= tolerance * jnp.maximum(scale, norm))
+    return jnp.where(stopped, 0.0, w / jnp.where(stopped, 1.0, norm)), jnp.where(stopped, 0.0, norm), stopped
+
   def body(j, state):
-    inputs, outputs, alphas, betas = state
+    inputs, outputs, alphas, betas, stopped = state
+    scale = jnp.maximum(jnp.max(alphas), jnp.max(betas))
     beta_prev = jnp.where(j > 0, betas[j - 1], 0.0)
     q = apply(inputs[j]) - beta_prev * outputs[jnp.maximum(j - 1, 0)]
-    q = orthogonalize(outputs, q)
-    alpha = jnp.linalg.norm(q)
-    q = q / (alpha + eps)
+    q, alpha, stopped = normalized_unless_breakdown(orthogonalize(outputs, q), scale, stopped)
     p = orthogonalize(inputs, apply_adjoint(q) - alpha * inputs[j])
-    beta = jnp.linalg.norm(p)
-    return (inputs.at[j + 1].set(p / (beta + eps)), outputs.at[j].set(q), alphas.at[j].set(alpha),
-            betas.at[j].set(beta))
+    p, beta, stopped = normalized_unless_breakdown(p, jnp.maximum(scale, alpha), stopped)
+    return inputs.at[j + 1].set(p), outputs.at[j].set(q), alphas.at[j].set(alpha), betas.at[j].set(beta), stopped
 
   inputs = jnp.zeros((n_steps + 1, n), dtype).at[0].set(u.ravel())
-  state = (inputs, jnp.zeros((n_steps, m), dtype), jnp.zeros(n_steps, dtype), jnp.zeros(n_steps, dtype))
-  inputs, _, alphas, betas = jax.lax.fori_loop(0, n_steps, body, state)
+  state = (inputs, jnp.zeros((n_steps, m), dtype), jnp.zeros(n_steps, dtype), jnp.zeros(n_steps, dtype),
+           jnp.zeros((), bool))
+  inputs, _, alphas, betas, _ = jax.lax.fori_loop(0, n_steps, body, state)
   bidiagonal = jnp.diag(alphas) + jnp.diag(betas[:-1], 1)
   _, _, right = jnp.linalg.svd(bidiagonal)
   ritz = (inputs[:n_steps].T @ right[0]).reshape(u.shape)

@@ -196,3 +196,20 @@ def test_lanczos_sigma_is_differentiable_in_the_weights():
   grad = jax.grad(lambda w: spectral.lanczos_iteration(lambda u: u @ w, u0, 6)[0])(w)
   left, _, right = np.linalg.svd(np.asarray(w, np.float64))
   np.testing.assert_allclose(np.abs(np.asarray(grad)), np.abs(np.outer(left[:, 0], right[0])), atol=1e-4)
+
+
+@pytest.mark.parametrize("n_steps", [2, 10, 50])
+def test_lanczos_stops_at_a_breakdown_instead_of_diverging(n_steps):
+  # A 1x1 convolution from 29 channels to one over 8x8 pixels: 64 equal singular values ||w||, so the
+  # Krylov space is invariant after one step. Continuing from rounding noise made the coefficients
+  # overflow (nan from 30 steps on), which made an i-DenseNet on grayscale images nan at init.
+  kernel = 0.2 * jax.random.normal(jax.random.key(0), (1, 1, 29, 1))
+  conv = lambda v: jax.lax.conv_general_dilated(v[None], kernel, (1, 1), "SAME",
+                                                dimension_numbers=("NHWC", "HWIO", "NHWC"))[0]
+  u0 = jax.random.normal(jax.random.key(1), (8, 8, 29))
+  sigma, u = jax.jit(lambda u: spectral.lanczos_iteration(conv, u, n_steps))(u0)
+  assert float(sigma) == pytest.approx(float(jnp.linalg.norm(kernel)), rel=1e-5)
+  assert bool(jnp.all(jnp.isfinite(u))) and float(jnp.linalg.norm(u)) == pytest.approx(1.0, rel=1e-5)
+  # An operator that maps the start vector to zero: nothing to find, and nothing non-finite.
+  sigma, u = spectral.lanczos_iteration(lambda v: jnp.zeros(3) * v[:3].sum(), jnp.ones(4), 10)
+  assert float(sigma) == 0.0 and bool(jnp.all(jnp.isfinite(u)))

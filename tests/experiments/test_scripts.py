@@ -179,8 +179,8 @@ def test_mnist_density_keeps_the_one_setting_run(tmp_path):
       "glow": {"name": "Glow-style (coupling width 38)", "parameters": 54528, "steps": 9000, "test_bits_per_dim": 1.2,
                "test_bits_per_dim_se": 0.003, "setting": density.mnist_search.as_json(density.GLOW_RECIPE)}}}
   table = density.results_table(new, kept)
-  assert ("| Glow-style (coupling width 38) | searched: learning_rate=0.003 | 54,528 | 9,000 | 1.200 ± 0.003 | n/a (coupling) |"
-          in table)
+  assert ("| Glow-style (coupling width 38) | searched: learning_rate=0.003 | 54,528 | 9,000 | 1.200 ± 0.003 | "
+          "n/a (coupling) |") in table
   assert "| i-ResNet (iresflow) | one setting (earlier run) | 55,048 | 2,475 | 1.502 ± 0.003 | yes" in table
 
 

@@ -299,3 +299,17 @@ def test_register_activation_rejects_bad_records_before_any_model_is_built(kwarg
   assert kwargs["name"] in ("", "elu") or kwargs["name"] not in activations.ACTIVATIONS
   with pytest.raises(ValueError, match="activation: expected one of"):
     ResidualSpec(activation="no_such_activation")
+
+
+def test_densenet_flow_on_grayscale_images_at_full_resolution():
+  """One channel, no squeeze (the i-DenseNet MNIST configs): g's last layer, a 1x1 convolution to one channel,
+  has one repeated singular value, where the Lanczos norm estimate broke down to nan at init."""
+  x = jax.random.normal(jax.random.key(0), (3, 6, 6, 1))
+  residual = ResidualSpec(hidden=3, kernel_sizes=(3, 3, 1), activation="clipswish", architecture="densenet",
+                          constraint=LipschitzConstraint(coeff=0.98))
+  model = IResNetFlow(data_shape=(6, 6, 1), stages=(1,), residual=residual, initial_squeeze=False)
+  variables = model.init({"params": jax.random.key(0), "logdet": jax.random.key(1)}, x, estimator=ExactLogDet())
+  assert all(bool(jnp.all(jnp.isfinite(leaf))) for leaf in jax.tree.leaves(variables))
+  log_prob, _ = model.apply(variables, x, estimator=ExactLogDet(), mutable=["spectral"])
+  assert bool(jnp.all(jnp.isfinite(log_prob)))
+  assert iresflow.certify(model, variables).certified
