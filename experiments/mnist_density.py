@@ -31,7 +31,7 @@ folder holds an ``mnist_density.json`` written by it, the run moves it and its f
 
     python -m iresflow.data.prepare mnist --data-dir ~/tensorflow_datasets        # once (~30 s)
     python experiments/mnist_density.py --data-dir ~/tensorflow_datasets --docs-dir docs  # 5 x 20 min + evals
-    python experiments/mnist_density.py --quick               # synthetic data, ~1 min on 2 CPU cores
+    python experiments/mnist_density.py --quick               # synthetic data, ~3 min on 2 CPU cores
     python experiments/mnist_density.py --flops --data-dir ~/tensorflow_datasets  # FLOPs per training step
 
 Writes ``mnist_density.json``, ``mnist_density.md``, ``mnist_density_curve.png`` and one sample grid
@@ -109,9 +109,7 @@ class JaxSide:
     self.name = NAMES[key] + (f" (coupling width {setting.hidden})" if key == "glow" else " (iresflow)")
     optimizer, self._step = mnist_search.make_step(self.built, setting, preprocessing)
     self.opt_state = optimizer.init(self.variables["params"])
-    evaluate = self.built.eval_log_prob
-    self._bits_per_dim = jax.jit(
-        lambda v, x, pre, key: preprocessing.loss_per_example(evaluate(v, x, key) + pre, mnist_search.DIM))
+    self._bits_per_dim = mnist_search.bits_per_dim_fn(self.built, preprocessing)
 
   def step_flops(self, images: np.ndarray) -> float:
     """FLOPs of one training step, from XLA's cost analysis of the compiled step."""

@@ -293,10 +293,15 @@ def make_step(built: Built, setting: Setting, preprocessing: DensityPreprocessin
   return optimizer, step
 
 
+def bits_per_dim_fn(built: Built, preprocessing: DensityPreprocessing):
+  """Jitted ``(variables, x, pre_logdet, key) -> bits/dim per image`` of ``built``'s evaluation log-prob."""
+  return jax.jit(lambda v, x, pre, key: preprocessing.loss_per_example(built.eval_log_prob(v, x, key) + pre, DIM))
+
+
 def validation_bits_per_dim(built: Built, variables: dict, preprocessing, images: np.ndarray, desc: str
                             ) -> np.ndarray:
   """Per-image bits/dim: one dequantisation and one estimator draw per image, the same for every trial."""
-  evaluate = jax.jit(lambda v, x, pre, key: preprocessing.loss_per_example(built.eval_log_prob(v, x, key) + pre, DIM))
+  evaluate = bits_per_dim_fn(built, preprocessing)
   values = []
   for lo in tqdm(range(0, len(images), EVAL_BATCH), desc=f"  validating {desc}", leave=False, dynamic_ncols=True):
     x, pre_logdet = preprocessing(jax.random.key(10**6 + lo), jnp.asarray(images[lo:lo + EVAL_BATCH]))
