@@ -429,8 +429,10 @@ def profile_table(rows: dict) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- report
-# Around the ablation table in mnist_search.md, so that the guide can include it (MyST ``start-after``).
+# Around the ablation and best-trial tables in mnist_search.md, so that the guide and results.md can
+# include them (MyST ``start-after``/``end-before``).
 ABLATION_START, ABLATION_END = "<!-- ablation table -->", "<!-- end of the ablation table -->"
+BEST_START, BEST_END = "<!-- best per model -->", "<!-- end of the best per model -->"
 CLOCKS = {"cpu": "the process's CPU time over its usable cores", "wall": "wall-clock"}
 
 
@@ -443,6 +445,31 @@ def changes(setting: dict) -> str:
   base = as_json(BASES[setting["model"]])
   diffs = [f"{k}={v}" for k, v in setting.items() if k != "model" and v != base.get(k, v)]
   return ", ".join(diffs) or "(base)"
+
+
+def best_per_model(results: dict) -> list[str]:
+  """Lines of the table of each model's best trial (of the final round where it has one), against its base."""
+  rows = []
+  for model in MODELS:
+    for round_name in ("final", "first"):
+      entries = {n: r for n, r in results["rounds"].get(round_name, {}).items() if n.startswith(model + "/")}
+      best = best_trials(entries, [model], top=1)
+      if best:
+        break
+    if not best:
+      continue
+    r = entries[best[0]]
+    base = results["rounds"].get("first", {}).get(f"{model}/base", {}).get("validation_bits_per_dim")
+    trials_run = len([label for label in VARIATIONS[model] if f"{model}/{label}" in results["rounds"].get("first", {})])
+    rows.append(f"| {model} | {best[0].split('/', 1)[1]} ({r['steps']:,} steps) | `{round_name}` | "
+                f"{trials_run} of {len(VARIATIONS[model])} | {r['validation_bits_per_dim']:.3f} ± "
+                f"{r['validation_se']:.3f} | {'' if base is None else f'{base:.3f}'} |")
+  if not rows:
+    return []
+  return ["## Best trial per model\n", "Of the final round where it has run, else of the first; the base's "
+          "validation bits/dim is its first-round one.\n", BEST_START,
+          "| model | best trial | round | first-round trials run | validation bits/dim | its base (first round) |",
+          "|---|---|---|---|---:|---:|", *rows, "", BEST_END, ""]
 
 
 def report(results: dict) -> str:
@@ -476,6 +503,7 @@ def report(results: dict) -> str:
                      f"{r['validation_bits_per_dim']:.3f} ± {r['validation_se']:.3f} | "
                      f"{delta} | {certified} |")
     lines.append("")
+  lines += best_per_model(results)
   first = results["rounds"].get("first", {})
   labels = [label for label in dict.fromkeys(label for model in MODELS for label in VARIATIONS[model])
             if label != "base"]

@@ -31,4 +31,6 @@ def test_the_site_builds_with_every_tutorial_executed(tmp_path):
   # The recipes guide includes the search's ablation table from mnist_search.md (between its markers).
   recipes = (html / "guide" / "mnist_recipes.html").read_text()
   assert "neumann gradient" in recipes and "ablation table" not in recipes
+  results = (html / "results.html").read_text()  # and results.md the best trial per model
+  assert "first-round trials run" in results and "best per model" not in results
   assert "all certified" in (html / "tutorials" / "fit_a_density.html").read_text()  # the certificate cell ran

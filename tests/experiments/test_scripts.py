@@ -305,6 +305,8 @@ def test_mnist_search_quick_and_a_rerun_resumes(tmp_path):
   assert first["iresnet/base"]["certified"] and first["iresnet/neumann gradient"]["setting"]["gradient"] == "neumann"
   assert results["dataset"] == "synthetic"
   assert "| iresnet | neumann gradient | stages=[1, 1], hidden=4, gradient=neumann |" in stdout
+  best = min(("iresnet/base", "iresnet/neumann gradient"), key=lambda n: first[n]["validation_bits_per_dim"])
+  assert f"| iresnet | {best.split('/')[1]} (3 steps) | `first` | 2 of 13 |" in stdout  # the best-per-model table
   out = subprocess.run([sys.executable, str(ROOT / "experiments" / "mnist_search.py"), "--quick", "--models", "iresnet",
                         "glow"], cwd=tmp_path / "cwd", capture_output=True, text=True, timeout=300,
                        env={**os.environ, "PYTHONPATH": str(ROOT)})
@@ -333,6 +335,17 @@ def test_mnist_search_plans_every_trial_and_picks_the_best():
              "iresnet/c": {"diverged_at_step": 3}, "glow/a": {"validation_bits_per_dim": 1.3}}
   assert search.best_trials(entries, ["iresnet", "glow"], top=1) == ["iresnet/b", "glow/a"]
   assert search.best_trials(entries, ["iresnet"], top=5) == ["iresnet/b", "iresnet/a"]
+  # The best-per-model table: the final round's best where it has one, against the first round's base.
+  trial = {"steps": 10, "validation_se": 0.01}
+  results = {"rounds": {"first": {"iresnet/base": {**trial, "validation_bits_per_dim": 1.7},
+                                  "iresnet/lr 3e-3": {**trial, "validation_bits_per_dim": 1.5},
+                                  "glow/base": {**trial, "validation_bits_per_dim": 1.3}},
+                        "final": {"iresnet/lr 3e-3": {**trial, "validation_bits_per_dim": 1.4},
+                                  "iresnet/base": {**trial, "validation_bits_per_dim": 1.45}}}}
+  lines = search.best_per_model(results)
+  assert lines[lines.index(search.BEST_START) + 3:lines.index(search.BEST_END) - 1] == [
+      "| iresnet | lr 3e-3 (10 steps) | `final` | 2 of 13 | 1.400 ± 0.010 | 1.700 |",
+      "| glow | base (10 steps) | `first` | 1 of 13 | 1.300 ± 0.010 | 1.300 |"]
 
 
 def test_mnist_search_step_profile_times_each_change():
