@@ -47,6 +47,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 import iresflow  # noqa: E402
 from iresflow.baselines import GlowFlow, GlowImageFlow, matching_width, parameter_count  # noqa: E402
+from iresflow.core import jit_run_once  # noqa: E402
 from iresflow.data import IMAGE_DATASETS, BatchSampler, load_image_dataset, sample_toy  # noqa: E402
 from iresflow.models import IResNetFlow  # noqa: E402
 from iresflow.nn import (ExactLogDet, FixedPointSolver, LipschitzConstraint, PowerSeries, ResidualSpec,  # noqa: E402
@@ -219,7 +220,7 @@ def run_dataset(name: str, seconds: float, quick: bool, members=MEMBERS, data_di
       make = (lambda h: GlowImageFlow(stages, h)) if image else (lambda h: GlowFlow(n_blocks, h))
       width = matching_width(make, n_params, x_init)
       model = make(width)
-      variables = jax.jit(model.init)(jax.random.key(0), x_init)
+      variables = jit_run_once(model.init)(jax.random.key(0), x_init)
       certified = None
 
       def log_prob(variables, x, key, model=model):
@@ -232,7 +233,7 @@ def run_dataset(name: str, seconds: float, quick: bool, members=MEMBERS, data_di
       model = make_flow(member, width, data_shape, n_blocks, stages)
       estimator = member.estimator()
       # Jitted: one program, where an eager init dispatches every operation outside the scans separately.
-      variables = jax.jit(lambda key, x: model.init(key, x, estimator=estimator))(jax.random.key(0), x_init)
+      variables = jit_run_once(lambda key, x: model.init(key, x, estimator=estimator))(jax.random.key(0), x_init)
 
       def log_prob(variables, x, key, model=model, estimator=estimator):
         return model.apply(variables, x, estimator=estimator, rngs={"logdet": key}, mutable=["spectral"])

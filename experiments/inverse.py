@@ -37,6 +37,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 import iresflow  # noqa: E402
 from iresflow.certificate import certify_block  # noqa: E402
+from iresflow.core import jit_run_once  # noqa: E402
 from iresflow.data import load_image_dataset  # noqa: E402
 from iresflow.nn import (BlockView, FixedPointSolver, IResNetBlock, LipschitzConstraint, PowerSeries,  # noqa: E402
                          ResidualSpec, squeeze)
@@ -111,7 +112,7 @@ def main() -> None:
       workdir = os.path.join(tmp, f"c{c}")
       os.makedirs(workdir)
       model = build_model(config, data.image_shape, data.num_classes)
-      init_variables = jax.jit(lambda key, x: model.init(key, x, estimator=PowerSeries()))(jax.random.key(0), x_images)
+      init_variables = jit_run_once(lambda key, x: model.init(key, x, estimator=PowerSeries()))(jax.random.key(0), x_images)
       at_init = flow_reconstruction(model, init_variables, x_images, iterations,
                                     f"c={c}: flow at init, inverse per iteration count")
       train_results = train_and_evaluate(config, workdir)

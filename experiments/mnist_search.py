@@ -50,6 +50,7 @@ from tqdm import tqdm
 
 from iresflow import certify
 from iresflow.baselines import GlowImageFlow, parameter_count
+from iresflow.core import jit_run_once
 from iresflow.data import BatchSampler, load_image_dataset
 from iresflow.models import IResNetFlow
 from iresflow.nn import LipschitzConstraint, PowerSeries, ResidualSpec, Roulette
@@ -240,7 +241,7 @@ def initial_variables(model, estimator, x_init: jax.Array) -> dict:
   key = jax.random.key(0)
   if estimator is None:
     return jax.jit(model.init)(key, x_init)
-  return dict(jax.jit(lambda x: model.init({"params": key, "logdet": key}, x, estimator=estimator))(x_init))
+  return dict(jit_run_once(lambda x: model.init({"params": key, "logdet": key}, x, estimator=estimator))(x_init))
 
 
 def build(setting: Setting, x_init: jax.Array, eval_estimator: Roulette = EVAL_ROULETTE) -> Built:

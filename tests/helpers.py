@@ -93,10 +93,11 @@ def subprocess_env(root) -> dict:
 
 
 def jit_init(model, key, x, **kwargs):
-  """``model.init(key, x, **kwargs)`` under ``jax.jit``: one compiled program, where eager init
-  dispatches every operation outside the scanned stages separately and compiles each stage's scan
-  on its own."""
-  return jax.jit(lambda key, x: model.init(key, x, **kwargs))(key, x)
+  """``model.init(key, x, **kwargs)`` under ``iresflow.core.jit_run_once``: one compiled program, where
+  eager init dispatches every operation outside the scanned stages separately and compiles each
+  stage's scan on its own (on CPU compiled without LLVM's optimisation passes, as the library does)."""
+  from iresflow.core import jit_run_once
+  return jit_run_once(lambda key, x: model.init(key, x, **kwargs))(key, x)
 
 
 def shared_across_workers(tmp_path_factory, name: str, make) -> pathlib.Path:

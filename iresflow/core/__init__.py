@@ -8,13 +8,16 @@ Modules (each readable on its own):
   roulette, exact, bounds.
 * :mod:`~iresflow.core.estimators` -- the log-det estimators as settings objects.
 * :mod:`~iresflow.core.precision` -- matmul precision for the computations that must be accurate.
+* :mod:`~iresflow.core.compilation` -- :func:`jit_run_once`: programs that run once (initialisation)
+  compiled without LLVM's optimisation passes on CPU.
 * :mod:`~iresflow.core.loops` -- rolled or unrolled loops per backend, block kind and gradient (blocks
   and series terms unrolled on CPU by default, fully connected blocks with the Neumann gradient rolled).
 
 The names below are the public API of the core; everything else is an implementation detail.
 """
 
-from iresflow.core import estimators, fixed_point, logdet, loops, precision, spectral
+from iresflow.core import compilation, estimators, fixed_point, logdet, loops, precision, spectral
+from iresflow.core.compilation import jit_run_once
 from iresflow.core.estimators import ExactLogDet, LogDetEstimator, PowerSeries, Roulette
 from iresflow.core.fixed_point import (FixedPointInfo, FixedPointSolver, banach_iterations, fixed_point_inverse,
                                        merge_infos)
@@ -28,7 +31,9 @@ from iresflow.core.spectral import (conv_norm_bound, conv_operator_norm, dense_n
 
 __all__ = [
     # modules
-    "estimators", "fixed_point", "logdet", "loops", "precision", "spectral",
+    "compilation", "estimators", "fixed_point", "logdet", "loops", "precision", "spectral",
+    # compilation
+    "jit_run_once",
     # spectral norms (Sec. 2.1)
     "conv_norm_bound", "conv_operator_norm", "dense_norm_bound", "lanczos_iteration", "power_iteration",
     "soft_normalize",

@@ -31,6 +31,7 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
+from iresflow.core.compilation import jit_run_once
 from iresflow.core.estimators import ExactLogDet, LogDetEstimator, Roulette, check_estimator
 from iresflow.core.fixed_point import FixedPointInfo, FixedPointSolver
 from iresflow.nn.block import INVERSE_INFO, inverse_info
@@ -127,7 +128,7 @@ class FlowDistribution(flax.struct.PyTreeNode):
       if context_init.shape != (x_init.shape[0], context_size):
         raise ValueError(f"context_init: expected shape ({x_init.shape[0]}, {context_size}), one context per "
                          f"example of x_init, got {tuple(context_init.shape)}")
-    variables = jax.jit(lambda key, x, c: model.init({"params": key, "logdet": key}, x, estimator=estimator,
+    variables = jit_run_once(lambda key, x, c: model.init({"params": key, "logdet": key}, x, estimator=estimator,
                                                      context=c))(init_key, x_init, context_init)
     return cls(model=model, variables=dict(variables), estimator=estimator, solver=solver, direction=direction,
                fresh_norms=bool(fresh_norms))

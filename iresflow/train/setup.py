@@ -17,6 +17,7 @@ import numpy as np
 
 from iresflow.data import (IMAGE_DATASETS, TOY_DENSITIES, BatchSampler, load_image_dataset, sample_toy)
 from iresflow.train import sharding
+from iresflow.core.compilation import jit_run_once
 from iresflow.core.estimators import estimator_settings
 from iresflow.train.builders import TASKS, build_model, make_estimator
 from iresflow.train.config import ConfigError
@@ -157,7 +158,7 @@ def setup_training(config: ml_collections.ConfigDict, data: TrainingData | None 
                       f"{config.dataset!r}, got {config.batch_size}")
   sampler = BatchSampler(len(data.train), config.batch_size, config.seed, jax.process_index(), jax.process_count())
   init_batch = task.batch(data, sampler.global_indices(0), 0)
-  variables = jax.jit(task.init_variables)(init_key, init_batch)
+  variables = jit_run_once(task.init_variables)(init_key, init_batch)  # compiled fast: it runs once
   state = jax.device_put(TrainState.create(variables, optimizer), sharding.replicated(mesh))
   step = stop_at_first_non_finite(make_train_step(task, optimizer, config.ema_decay, step_key))
   replicated = sharding.replicated(mesh)

@@ -74,7 +74,7 @@ def _brute_force_log_prob(model, variables, x):
   jacobians = jax.jit(jax.vmap(jax.jacfwd(forward)))(x).reshape(x.shape[0], dim, dim)
   sign, logdet = np.linalg.slogdet(np.asarray(jacobians, np.float64))
   assert bool(jnp.all(sign > 0))  # Lemma 6, for the whole composition
-  z = jax.vmap(forward)(x)
+  z = jax.jit(jax.vmap(forward))(x)
   return model.apply(variables, z, method=model.prior_log_prob) + logdet
 
 
