@@ -6,7 +6,7 @@ random-number code of the parameter initialisers (threefry's unrolled rounds, th
 run time is a fraction of a second either way. :func:`jit_run_once` compiles such programs without
 those passes on CPU; on other backends it is plain :func:`jax.jit`. The numbers it computes are those
 of :func:`jax.jit` up to float32 rounding (a power iteration on an operator whose top singular values
-are clustered can end at another vector of the top singular subspace). Measurements: docs/design_notes.md.
+are clustered can end at another vector of the top singular subspace). Measurements: the design notes ("Initialisation compiled to run once").
 """
 
 from __future__ import annotations
