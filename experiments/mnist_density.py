@@ -27,7 +27,9 @@ estimator is checked against the exact log-det (``jax.jacfwd`` + ``slogdet`` per
 images, next to the training-time roulette (2 exact terms), whose weights ``2^k`` on terms that shrink
 like ``Lip^k`` give it a heavy tail.
 
-The results of the earlier protocol (every model at one hand-picked setting) are kept: when the output
+``--models`` reruns the models it names and keeps the other models' results of an earlier run of
+this protocol in the same folder (same data and budget). The results of the earlier protocol (every
+model at one hand-picked setting) are kept too: when the output
 folder holds an ``mnist_density.json`` written by it, the run moves it and its figures to
 ``mnist_density_one_setting.*`` first, and the table shows them as the "one setting" rows.
 
@@ -323,6 +325,26 @@ def keep_one_setting_results(output_dir: str) -> None:
       print(f"kept the one-setting run's {name} as {moved}", flush=True)
 
 
+def earlier_entries(output_dir: str, dataset: str, budget_s: float, rerun: list[str]) -> dict:
+  """The entries of an earlier recipes run in ``output_dir`` (same data and budget) for the models not rerun.
+
+  ``--models`` reruns some models and keeps the others' results, so one model can be trained again
+  (say, after its run shared the machine) without retraining all of them.
+  """
+  path = os.path.join(output_dir, "mnist_density.json")
+  if not os.path.exists(path):
+    return {}
+  with open(path) as f:
+    earlier = json.load(f)
+  if (earlier.get("protocol") != "recipes" or earlier.get("dataset") != dataset
+      or earlier.get("budget_seconds") != budget_s):
+    return {}
+  kept = {key: e for key, e in earlier.get("models", {}).items() if key not in rerun}
+  if kept:
+    print(f"keeping the earlier run's results for {', '.join(kept)} (rerunning {', '.join(rerun)})", flush=True)
+  return kept
+
+
 def results_table(results: dict, one_setting: dict | None) -> str:
   """The markdown table: this run's models, then the one-setting run's rows (when kept)."""
   test_set = f"{results['n_test']:,} {'synthetic ' if results['dataset'] == 'synthetic' else ''}test images"
@@ -389,7 +411,7 @@ def main() -> None:
       one_setting = json.load(f)
   results = {"protocol": "recipes", "dataset": data.name, "n_train": len(data.train_images),
              "n_test": len(data.test_images), "budget_seconds": budget_s, "logit_alpha": LOGIT_ALPHA,
-             "models": {}}
+             "models": earlier_entries(args.output_dir, data.name, budget_s, args.models)}
   for key in args.models:
     if key == "normflows":
       try:
@@ -430,6 +452,7 @@ def main() -> None:
           f"after {entry['steps']} steps", flush=True)
     plots.image_grid(samples, os.path.join(args.output_dir, f"mnist_density_{key}.png"),
                      f"{side.name}: samples, test {entry['test_bits_per_dim']:.3f} bits/dim")
+    entry["finished"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     results["models"][key] = entry
     with open(os.path.join(args.output_dir, "mnist_density.json"), "w") as f:
       json.dump(results, f, indent=1)

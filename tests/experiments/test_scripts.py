@@ -184,6 +184,18 @@ def test_mnist_density_keeps_the_one_setting_run(tmp_path):
   assert "| i-ResNet (iresflow) | one setting (earlier run) | 55,048 | 2,475 | 1.502 ± 0.003 | yes" in table
 
 
+def test_mnist_density_reruns_some_models_and_keeps_the_others(tmp_path):
+  """--models on a folder of an earlier recipes run: the other models' entries stay, if data and budget match."""
+  density = _load_experiment("mnist_density")
+  earlier = {"protocol": "recipes", "dataset": "mnist", "budget_seconds": 1200.0,
+             "models": {"iresnet": {"steps": 2584}, "glow": {"steps": 11000}}}
+  (tmp_path / "mnist_density.json").write_text(json.dumps(earlier))
+  assert density.earlier_entries(str(tmp_path), "mnist", 1200.0, ["iresnet"]) == {"glow": {"steps": 11000}}
+  assert density.earlier_entries(str(tmp_path), "mnist", 600.0, ["iresnet"]) == {}  # another budget
+  assert density.earlier_entries(str(tmp_path), "synthetic", 1200.0, ["iresnet"]) == {}  # other data
+  assert density.earlier_entries(str(tmp_path / "empty"), "mnist", 1200.0, ["iresnet"]) == {}
+
+
 def test_mnist_recipes_are_the_search_winners():
   """Each shipped config (and the Glow recipe) is its model's best trial in the committed search results,
   and train.py builds the same flow and estimator from the config as the search does from the setting."""
