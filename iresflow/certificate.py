@@ -32,6 +32,10 @@ from iresflow.nn.spectral import NormalizedWeights
 from iresflow.nn.step import BlockView
 
 
+# A convolution gets the exact norm when the smaller of its input and output has at most ``exact_max_dim``
+# dimensions and the larger at most this many times that (the materialised matrix's memory).
+EXACT_MAX_RATIO = 16
+
 BOUND_METHODS = {
     "svd": "float64 SVD of the dense kernel",
     "exact": "float64 SVD of the convolution's materialised matrix",
@@ -149,7 +153,9 @@ def _layer_bound(weights: NormalizedWeights, input_shape: tuple[int, ...], exact
   if kernel.ndim == 2:
     return spectral.dense_norm_bound(kernel), "svd"
   h, w = input_shape[:2]
-  if h * w * max(kernel.shape[2:]) <= exact_max_dim:
+  smaller, larger = sorted(h * w * c for c in kernel.shape[2:])
+  # The SVD costs (larger) * (smaller)^2: the smaller side decides; the larger is capped for memory.
+  if smaller <= exact_max_dim and larger <= EXACT_MAX_RATIO * exact_max_dim:
     return spectral.conv_operator_norm(kernel, (h, w)), "exact"
   return spectral.conv_norm_bound(kernel, (h, w), "SAME"), "fft"
 
@@ -180,8 +186,10 @@ def certify(model: Any, variables: Mapping, *, exact_max_dim: int = 2048) -> Cer
   Args:
     model: the module; any module with a ``blocks(variables)`` method listing its blocks.
     variables: its variables, with ``'params'`` and ``'spectral'``.
-    exact_max_dim: convolutions whose input or output has at most this many dimensions get the
-      exact norm of their materialised matrix (float64 SVD); larger ones the FFT bound.
+    exact_max_dim: convolutions whose input or output (the smaller of the two) has at most this many
+      dimensions, and the other at most ``EXACT_MAX_RATIO`` times as many, get the exact norm of their
+      materialised matrix (float64 SVD, cost ``larger * smaller**2``); others the FFT bound, which is
+      loose for zero padding on small grids.
 
   Returns:
     A :class:`Certificate` with one entry per block, in forward order.

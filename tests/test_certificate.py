@@ -123,3 +123,20 @@ def test_a_freshly_initialised_model_is_certified(config, coeff):
     variables = helpers.jit_init(model, jax.random.key(seed), x, estimator=PowerSeries())
     certificate = iresflow.certify(model, variables)
     assert certificate.certified, certificate.table()
+
+
+def test_the_smaller_side_of_a_convolution_decides_whether_its_norm_is_exact():
+  """i-DenseNet layers on MNIST: a 3x3 conv from 14x14x22 (4,312 dims) to 14x14x7 (1,372) gets the exact
+  norm (the FFT bound is loose for zero padding on a small grid); two large sides get the FFT bound."""
+  from iresflow.certificate import _layer_bound
+  from iresflow.core import spectral
+  from iresflow.nn.spectral import NormalizedWeights
+
+  kernel = np.asarray(jax.random.normal(jax.random.key(0), (3, 3, 22, 7)), np.float64) / 10
+  bound, method = _layer_bound(NormalizedWeights(kernel, None, None), (14, 14, 22), 2048)
+  assert method == "exact"
+  exact = np.linalg.svd(spectral.conv_operator_matrix(kernel, (14, 14)), compute_uv=False)[0]
+  np.testing.assert_allclose(bound, exact, rtol=1e-9)
+  assert exact <= spectral.conv_norm_bound(kernel, (14, 14), "SAME")
+  wide = np.asarray(jax.random.normal(jax.random.key(1), (3, 3, 16, 16)), np.float64) / 10
+  assert _layer_bound(NormalizedWeights(wide, None, None), (14, 14, 16), 2048)[1] == "fft"  # 3,136 both sides
