@@ -444,6 +444,9 @@ def main() -> None:
       entry["certified"] = bool(certificate.certified)
       entry["eval_refresh_iterations"] = mnist_search.EVAL_REFRESH_ITERATIONS
       entry["max_lipschitz_bound"] = float(certificate.max_lipschitz_bound)
+      entry["certificate"] = certificate.to_dict()  # per block and layer: which bound reaches 1, if one does
+      if not certificate.certified:
+        print(certificate.table(), flush=True)
       entry["samples_converged"] = bool(jnp.all(side.last_inverse_info.converged))
       print(f"  checking {side.name}'s estimator against the exact log-det", flush=True)
       entry["estimator_check"] = estimator_check(side, preprocessing, data.test_images[:n_check],

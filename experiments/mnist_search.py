@@ -367,6 +367,9 @@ def run_trial(name: str, setting: Setting, train_images: np.ndarray, validation_
     certificate = certify(built.model, variables)
     result["certified"] = bool(certificate.certified)
     result["max_lipschitz_bound"] = float(certificate.max_lipschitz_bound)
+    if not certificate.certified:
+      result["certificate_diagnoses"] = [f"{b.name}: {b.diagnosis()}" for b in certificate.blocks if not b.certified]
+      print(certificate.table(), flush=True)
   print(f"  {name}: {result['validation_bits_per_dim']:.4f} ± {result['validation_se']:.4f} bits/dim (validation) "
         f"after {n} steps ({result['steps_per_second']:.2f}/s)", flush=True)
   return result

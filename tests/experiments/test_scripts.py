@@ -139,6 +139,7 @@ def test_mnist_density_quick(tmp_path):
   assert np.isfinite(ires["test_bits_per_dim"]) and ires["test_bits_per_dim_se"] > 0
   assert ires["curve"][0]["step"] == 0 and ires["curve"][-1]["step"] == ires["steps"] == 3
   assert ires["certified"] and ires["samples_converged"] and ires["eval_refresh_iterations"] == 10
+  assert ires["certificate"]["certified"] and len(ires["certificate"]["blocks"]) == 2  # per block, for diagnosis
   check = ires["estimator_check"]
   # The roulette estimate is unbiased: its mean error against the exact log-det is within a few s.e.
   error, se = check["eval_roulette_20_exact_minus_exact_bits_per_dim"], check["eval_roulette_20_exact_minus_exact_se"]
