@@ -17,7 +17,9 @@ XLA:CPU keeps only part of the cores busy, so such a budget buys more steps than
 on held-out images of the training set (the last 5,000 of a fixed permutation: never the test set),
 estimated with the unbiased roulette with 20 exact terms (Glow: exact). Round ``first`` runs every
 trial at ``--minutes`` (5) and validates on 1,000 held-out images; round ``final`` reruns the best
-``--top`` trials of each model at ``--final-minutes`` (20) and validates on all 5,000 held-out images.
+``--top`` trials of each model at ``--final-minutes`` (20), each also with its learning rate decayed
+linearly to 0 over the budget's last quarter (``'<trial>, final decay'``), and validates on all 5,000
+held-out images.
 
 Resumable: results go to ``mnist_search.json`` after every trial, and a rerun skips the trials it
 holds (an interrupted trial starts again). ``--models`` and ``--trials`` pick a subset.
@@ -25,6 +27,8 @@ holds (an interrupted trial starts again). ``--models`` and ``--trials`` pick a 
     python -m iresflow.data.prepare mnist --data-dir ~/tensorflow_datasets     # once (~30 s)
     python experiments/mnist_search.py --data-dir ~/tensorflow_datasets --docs-dir docs       # 52 x 5 min
     python experiments/mnist_search.py --data-dir ~/tensorflow_datasets --docs-dir docs --round final
+    python experiments/mnist_search.py --data-dir ~/tensorflow_datasets --docs-dir docs --round final \\
+        --models idensenet --top 1                  # the best i-DenseNet trial, with and without the decay
     python experiments/mnist_search.py --quick              # synthetic data, tiny models (the test suite)
 
 Writes ``mnist_search.json`` and ``mnist_search.md`` (every trial, and each change's effect against
@@ -54,6 +58,7 @@ from iresflow.core import jit_run_once
 from iresflow.data import BatchSampler, load_image_dataset
 from iresflow.models import IResNetFlow
 from iresflow.nn import LipschitzConstraint, PowerSeries, ResidualSpec, Roulette
+from iresflow.train.state import FINAL_DECAY_FRACTION
 from iresflow.train.tasks import DensityPreprocessing
 from iresflow.train.workdir import evaluation_variables
 
@@ -84,7 +89,7 @@ class Setting:
   n_terms: int = 5  # series: its terms; roulette: its exact terms
   gradient: str = "backprop"  # series only; the roulette always takes the Neumann gradient
   learning_rate: float = 1e-3
-  schedule: str = "constant"  # or 'cosine': decay to 0 over the training budget
+  schedule: str = "constant"  # 'cosine': decay to 0 over the budget; 'final_decay': over its last quarter
   optimizer: str = "adam"
   batch_size: int = 64
 
@@ -269,10 +274,15 @@ def training_clock(kind: str):
 
 
 def learning_rate_scale(step: int, elapsed: float, budget: float, schedule: str) -> float:
-  """Linear warm-up over the first steps, then constant or a cosine over the training budget."""
+  """Linear warm-up over the first steps, then constant, a cosine over the training budget, or (``final_decay``)
+  constant and then linear to 0 over the budget's last ``FINAL_DECAY_FRACTION``, as the trainer's schedules
+  do over steps."""
   scale = min(1.0, (step + 1) / WARMUP_STEPS)
+  progress = min(1.0, elapsed / budget)
   if schedule == "cosine":
-    scale *= 0.5 * (1 + math.cos(math.pi * min(1.0, elapsed / budget)))
+    scale *= 0.5 * (1 + math.cos(math.pi * progress))
+  elif schedule == "final_decay":
+    scale *= min(1.0, (1 - progress) / FINAL_DECAY_FRACTION)
   return scale
 
 
@@ -399,6 +409,27 @@ def best_trials(entries: dict, models, top: int) -> list[str]:
   return picked
 
 
+FINAL_DECAY = "final decay"
+
+
+def final_round_trials(first_round: dict[str, Setting], best: list[str]) -> dict[str, Setting]:
+  """The final round: the first round's ``best`` trials, each also with the learning rate decayed over the
+  last quarter of the budget (``'<trial>, final decay'``) where it held it constant.
+
+  A schedule's worth depends on the budget, which is why the decay is tried at the final round's: at 5
+  minutes a cosine over the whole budget cost every model (it leaves too few steps at a high rate), while
+  the 20-minute runs at a constant rate end noisy.
+  """
+  planned = {}
+  for name in best:
+    if name not in first_round:
+      continue
+    planned[name] = first_round[name]
+    if first_round[name].schedule == "constant":
+      planned[f"{name}, {FINAL_DECAY}"] = dataclasses.replace(first_round[name], schedule="final_decay")
+  return planned
+
+
 # --------------------------------------------------------------------------------------------- profile
 PROFILED = {  # what each change to a residual flow's step costs or saves (#31 item 4), on the i-ResNet base
     "i-ResNet base (5-term series, backprop)": BASES["iresnet"],
@@ -500,8 +531,8 @@ def best_per_model(results: dict) -> list[str]:
 
 
 def report(results: dict) -> str:
-  lines = [f"# Recipe search on MNIST\n\nCommand: `{results['command']}` (written by it, with mnist_search.json). "
-           f"Machine: {results['machine']}; training budgets count {CLOCKS[results['clock']]}. "
+  lines = [f"# Recipe search on MNIST\n\nWritten, with mnist_search.json, by the command given under each round. "
+           f"Machine: {results['machine']}. "
            "Validation: held-out images of the training set (never the test "
            "set), the unbiased roulette with 20 exact terms (Glow: exact log-det); bits/dim ± standard error "
            "over images. Δ: against the model's base trial of the same round (negative is better). "
@@ -514,7 +545,9 @@ def report(results: dict) -> str:
     if not entries:
       continue
     minutes = results["round_minutes"][round_name]
+    command, clock = results["round_commands"][round_name], results["round_clocks"][round_name]
     lines += [f"## Round `{round_name}` ({minutes:g} minutes per trial)\n",
+              f"Command: `{command}`; the training budgets count {CLOCKS[clock]}.\n",
               "| model | trial | change from the base | parameters | steps | steps per budget s | wall-clock (s) | "
               "validation bits/dim | Δ | certified |", "|---|---|---|---:|---:|---:|---:|---:|---:|---|"]
     for model in MODELS:
@@ -587,7 +620,16 @@ def main() -> None:
     with open(path) as f:
       results = json.load(f)
   command = "python experiments/mnist_search.py --data-dir ~/tensorflow_datasets --docs-dir docs"
-  results.update(command=command + ("" if args.round == "first" else " --round final"), clock=args.clock,
+  round_command = command + ("" if args.round == "first" else " --round final")
+  if args.round == "final":
+    round_command += ("" if set(args.models) == set(MODELS) else " --models " + " ".join(args.models)) + (
+        "" if args.top == 2 else f" --top {args.top}")
+  if "command" in results:  # a file from before commands were kept per round: its one was the first round's
+    results.setdefault("round_commands", {}).setdefault("first", results.pop("command"))
+    results.setdefault("round_clocks", {}).setdefault("first", results.pop("clock"))
+  results.setdefault("round_commands", {})[args.round] = round_command
+  results.setdefault("round_clocks", {})[args.round] = args.clock
+  results.update(
                  machine=f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
                          f"{jax.default_backend()}", quick=args.quick)
 
@@ -624,8 +666,7 @@ def main() -> None:
   else:
     minutes = args.final_minutes
     validation = held_out
-    planned = {name: planned[name] for name in best_trials(results["rounds"].get("first", {}), args.models, args.top)
-               if name in planned}
+    planned = final_round_trials(planned, best_trials(results["rounds"].get("first", {}), args.models, args.top))
   if args.trials:
     unknown = sorted(set(args.trials) - set(planned))
     if unknown:

@@ -33,7 +33,8 @@ Every key, with its meaning:
   ``max_iters``, ``precision``, ``adjoint_failure``; see ``iresflow.core.FixedPointSolver``).
 * ``logit_alpha``: logit transform parameter (None: data - 0.5).
 * optimisation: ``optimizer`` (adam/adamax/sgd), ``learning_rate``, ``warmup_steps``, ``schedule``
-  (constant/cosine), ``grad_clip``, ``weight_decay`` (decoupled for Adam/Adamax, L2 for SGD),
+  (constant/cosine/final_decay: held, then linear to 0 over the last quarter of ``num_steps``),
+  ``grad_clip``, ``weight_decay`` (decoupled for Adam/Adamax, L2 for SGD),
   ``ema_decay`` (0 disables EMA), ``batch_size`` (global, divisible by the device count), ``num_steps``.
 * ``augment_padding``, ``augment_flip``: classification augmentation (random crop, horizontal flip).
 * logging: ``log_every``, ``checkpoint_every`` (0: only at the end), ``progress`` (progress bar),

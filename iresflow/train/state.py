@@ -14,7 +14,9 @@ import jax.numpy as jnp
 import optax
 
 OPTIMIZERS = ("adam", "adamax", "sgd")
-SCHEDULES = ("constant", "cosine")
+SCHEDULES = ("constant", "cosine", "final_decay")
+# ``'final_decay'``: the learning rate held after warm-up, then taken linearly to 0 over this last part of training.
+FINAL_DECAY_FRACTION = 0.25
 
 
 class TrainState(flax.struct.PyTreeNode):
@@ -48,9 +50,10 @@ def create_optimizer(name: str, learning_rate: float, *, num_steps: int, warmup_
   Args:
     name: ``'adam'``, ``'adamax'`` (the i-ResNet paper's) or ``'sgd'`` (Nesterov momentum).
     learning_rate: peak learning rate.
-    num_steps: total steps (for the cosine schedule).
+    num_steps: total steps (for the cosine and final-decay schedules).
     warmup_steps: linear warm-up from 0.
-    schedule: ``'constant'`` or ``'cosine'`` after warm-up.
+    schedule: after warm-up, ``'constant'``, ``'cosine'`` (to 0 at ``num_steps``) or ``'final_decay'``
+      (constant, then linear to 0 over the last ``FINAL_DECAY_FRACTION`` of ``num_steps``).
     grad_clip: maximum global gradient norm, or None.
     weight_decay: for ``'adam'`` and ``'adamax'`` decoupled weight decay (AdamW, Loshchilov & Hutter
       2019: ``optax.adamw`` / ``optax.adamaxw``, each step subtracts ``learning_rate * weight_decay *
@@ -67,6 +70,12 @@ def create_optimizer(name: str, learning_rate: float, *, num_steps: int, warmup_
     raise ValueError(f"learning_rate: expected a positive number, got {learning_rate}")
   if schedule == "cosine":
     lr = optax.warmup_cosine_decay_schedule(0.0, learning_rate, max(warmup_steps, 1), max(num_steps, warmup_steps + 1))
+  elif schedule == "final_decay":
+    decay_start = max(warmup_steps, int(round((1 - FINAL_DECAY_FRACTION) * num_steps)))
+    lr = optax.join_schedules([optax.linear_schedule(0.0, learning_rate, warmup_steps),
+                               optax.constant_schedule(learning_rate),
+                               optax.linear_schedule(learning_rate, 0.0, max(num_steps - decay_start, 1))],
+                              [warmup_steps, decay_start])
   elif warmup_steps:
     lr = optax.join_schedules([optax.linear_schedule(0.0, learning_rate, warmup_steps),
                                optax.constant_schedule(learning_rate)], [warmup_steps])

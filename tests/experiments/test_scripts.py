@@ -208,8 +208,9 @@ def test_mnist_recipes_are_the_search_winners():
   search = density.mnist_search
   results = json.loads((ROOT / "docs" / "mnist_search.json").read_text())
   for model in search.MODELS:
-    entries = results["rounds"].get("final") or results["rounds"]["first"]
-    best = search.best_trials(entries, [model], top=1)
+    final = search.best_trials(results["rounds"].get("final", {}), [model], top=1)
+    entries = results["rounds"]["final" if final else "first"]
+    best = final or search.best_trials(entries, [model], top=1)
     expected = entries[best[0]]["setting"] if best else search.as_json(search.BASES[model])
     assert search.as_json(density.recipe(model)) == expected, model
     if model == "glow":
@@ -326,6 +327,19 @@ def test_mnist_search_quick_and_a_rerun_resumes(tmp_path):
                        env={**os.environ, "PYTHONPATH": str(ROOT)})
   assert out.returncode == 0, out.stderr[-3000:]
   assert "3 done, 0 to run" in out.stdout
+  # The final round: the best trial, and the same with the learning rate decayed over the budget's last quarter.
+  out = subprocess.run([sys.executable, str(ROOT / "experiments" / "mnist_search.py"), "--quick", "--round", "final",
+                        "--models", "glow", "--top", "1"], cwd=tmp_path / "cwd", capture_output=True, text=True,
+                       timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
+  assert out.returncode == 0, out.stderr[-3000:]
+  with open(tmp_path / "cwd" / "workdirs" / "mnist_search" / "mnist_search.json") as f:
+    results = json.load(f)
+  final = results["rounds"]["final"]
+  assert set(final) == {"glow/base", "glow/base, final decay"}, set(final)
+  assert final["glow/base, final decay"]["setting"]["schedule"] == "final_decay"
+  assert results["round_commands"]["final"].endswith("--round final --models glow --top 1")
+  assert set(results["rounds"]["first"]) == {"iresnet/base", "iresnet/neumann gradient", "glow/base"}  # kept
+  assert "## Round `final` (20 minutes per trial)" in out.stdout and "`first` | 1 of 13 |" not in out.stdout
 
 
 def test_mnist_search_plans_every_trial_and_picks_the_best():
@@ -364,6 +378,19 @@ def test_mnist_search_plans_every_trial_and_picks_the_best():
   assert lines[lines.index(search.BEST_START) + 3:lines.index(search.BEST_END) - 1] == [
       "| iresnet | lr 3e-3 (10 steps) | `final` | 2 of 13 | 1.400 ± 0.010 | 1.700 |",
       "| glow | base (10 steps) | `first` | 1 of 13 | 1.300 ± 0.010 | 1.300 |"]
+
+
+def test_mnist_search_final_round_adds_a_final_decay_to_each_best_trial():
+  search = _load_mnist_search()
+  first = search.trials(["idensenet", "glow"], quick=False)
+  planned = search.final_round_trials(first, ["idensenet/lr 3e-3", "glow/cosine"])
+  assert list(planned) == ["idensenet/lr 3e-3", "idensenet/lr 3e-3, final decay", "glow/cosine"]  # cosine: kept
+  assert planned["idensenet/lr 3e-3, final decay"] == search.dataclasses.replace(first["idensenet/lr 3e-3"],
+                                                                                schedule="final_decay")
+  # Held after the warm-up, then linear to 0 over the budget's last quarter.
+  scale = [search.learning_rate_scale(500, elapsed, 100.0, "final_decay") for elapsed in (0, 50, 75, 87.5, 100, 120)]
+  np.testing.assert_allclose(scale, [1, 1, 1, 0.5, 0, 0])
+  assert np.isclose(search.learning_rate_scale(49, 90.0, 100.0, "final_decay"), 0.5 * 0.4)  # warm-up times decay
 
 
 def test_mnist_search_step_profile_times_each_change():

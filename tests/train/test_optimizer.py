@@ -55,3 +55,16 @@ def test_bad_settings_are_named(kwargs, match):
   settings = dict(name="adam", learning_rate=1e-3, num_steps=10) | kwargs
   with pytest.raises(ValueError, match=match):
     create_optimizer(settings.pop("name"), settings.pop("learning_rate"), **settings)
+
+
+def test_final_decay_holds_the_rate_then_takes_it_linearly_to_zero():
+  # 12 steps, warm-up 2, the last quarter (steps 9..11) decaying: SGD with a unit gradient shows each step's rate.
+  optimizer = create_optimizer("sgd", 1.0, num_steps=12, warmup_steps=2, schedule="final_decay", grad_clip=1.0,
+                               momentum=0.0)
+  state = optimizer.init(PARAMS)
+  grads = {"w": jnp.asarray([0.6, 0.8, 0.0])}
+  rates = []
+  for _ in range(13):
+    updates, state = optimizer.update(grads, state, PARAMS)
+    rates.append(float(optax.tree.norm(updates)))
+  np.testing.assert_allclose(rates, [0.0, 0.5, 1, 1, 1, 1, 1, 1, 1, 1, 2 / 3, 1 / 3, 0.0], atol=1e-6)
