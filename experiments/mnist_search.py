@@ -623,14 +623,13 @@ def main() -> None:
   round_command = command + ("" if args.round == "first" else " --round final")
   if args.round == "final":
     round_command += ("" if set(args.models) == set(MODELS) else " --models " + " ".join(args.models)) + (
-        "" if args.top == 2 else f" --top {args.top}")
+        "" if args.top == parser.get_default("top") else f" --top {args.top}")
   if "command" in results:  # a file from before commands were kept per round: its one was the first round's
     results.setdefault("round_commands", {}).setdefault("first", results.pop("command"))
     results.setdefault("round_clocks", {}).setdefault("first", results.pop("clock"))
   results.setdefault("round_commands", {})[args.round] = round_command
   results.setdefault("round_clocks", {})[args.round] = args.clock
-  results.update(
-                 machine=f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+  results.update(machine=f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
                          f"{jax.default_backend()}", quick=args.quick)
 
   if args.quick:
