@@ -28,7 +28,7 @@ sampling), as flowjax recommends.
 
     pip install -e ".[bench]"                                  # flowjax (and the normflows peer)
     python benchmarks/vs_flowjax.py --docs-dir docs            # 5 tasks x 3 flows x 60 s (~20 min on 2 cores)
-    python benchmarks/vs_flowjax.py --quick                    # 1 s budgets, 2 tasks, no NSF (the test suite)
+    python benchmarks/vs_flowjax.py --quick                    # 1 s, 2 tasks, 2-layer flows, no NSF (the tests)
     python benchmarks/vs_flowjax.py --profile --docs-dir docs  # where the VI step's time goes (~1 min)
 
 Writes ``vs_flowjax.{json,md}`` and ``vs_flowjax_two_moons.png`` into ``--output-dir`` (default
@@ -67,6 +67,7 @@ LEARNING_RATE, CLIP, BATCH, VAL_FRACTION, PATIENCE = 1e-3, 1.0, 64, 0.1, 30
 VI_SAMPLES = 128
 MAF_LAYERS, MAF_WIDTH = 5, 50
 IRESNET_BLOCKS = 8
+QUICK_LAYERS = 2  # --quick: 2 MAF layers and 2 i-ResNet blocks (compile time is most of a smoke test's)
 
 
 def optimizer() -> optax.GradientTransformation:
@@ -145,10 +146,11 @@ def n_params_iresflow(dist: FlowDistribution) -> int:
   return int(sum(a.size for a in jax.tree.leaves(dist.variables["params"])))
 
 
-def flowjax_flows(dim: int, cond_dim: int | None, invert: bool, with_spline: bool = True) -> dict:
+def flowjax_flows(dim: int, cond_dim: int | None, invert: bool, with_spline: bool = True,
+                  layers: int = MAF_LAYERS) -> dict:
   """flowjax's MAF and (``with_spline``) its NSF, by name."""
   base = Normal(jnp.zeros(dim))
-  common = dict(base_dist=base, cond_dim=cond_dim, flow_layers=MAF_LAYERS, nn_width=MAF_WIDTH, invert=invert)
+  common = dict(base_dist=base, cond_dim=cond_dim, flow_layers=layers, nn_width=MAF_WIDTH, invert=invert)
   flows = {"flowjax MAF": masked_autoregressive_flow(jax.random.key(1), **common)}
   if with_spline:
     flows["flowjax NSF"] = masked_autoregressive_flow(jax.random.key(1), **common,
@@ -157,10 +159,10 @@ def flowjax_flows(dim: int, cond_dim: int | None, invert: bool, with_spline: boo
 
 
 def iresflow_distribution(dim: int, context_size: int, target_params: int, direction: str, x_init=None,
-                          context_init=None) -> FlowDistribution:
+                          context_init=None, blocks: int = IRESNET_BLOCKS) -> FlowDistribution:
   """The i-ResNet whose width gives the parameter count nearest ``target_params``."""
   def model(hidden):
-    return IResNetFlow(data_shape=(dim,), stages=(), fc_blocks=IRESNET_BLOCKS, prior="learned",
+    return IResNetFlow(data_shape=(dim,), stages=(), fc_blocks=blocks, prior="learned",
                        fc_residual=ResidualSpec(hidden=hidden, dense_layers=2), context_size=context_size,
                        context_encoder=(32,) if context_size else ())
 
@@ -248,15 +250,20 @@ def _mean_and_se(values) -> tuple[float, float]:
 
 
 # ------------------------------------------------------------------------------------------ cells
-def density_cell(name: str, train, test, seconds: float, with_spline: bool = True) -> dict:
-  """Each flow fitted to ``train`` (``(x,)`` or ``(x, c)``) for ``seconds``; held-out mean log-prob."""
+def density_cell(name: str, train, test, seconds: float, quick: bool = False) -> dict:
+  """Each flow fitted to ``train`` (``(x,)`` or ``(x, c)``) for ``seconds``; held-out mean log-prob.
+
+  ``quick``: the MAF alone as the peer, and 2-layer flows on both sides (a smoke test).
+  """
   x_train, x_test = train[0], test[0]
   dim = x_train.shape[1]
   cond_dim = train[1].shape[1] if len(train) > 1 else None
   results = {}
-  peers = flowjax_flows(dim, cond_dim, invert=True, with_spline=with_spline)
+  layers = QUICK_LAYERS if quick else None
+  peers = flowjax_flows(dim, cond_dim, invert=True, with_spline=not quick, layers=layers or MAF_LAYERS)
   dist = iresflow_distribution(dim, cond_dim or 0, n_params_flowjax(peers["flowjax MAF"]), "density",
-                               x_init=x_train[:256], context_init=train[1][:256] if cond_dim else None)
+                               x_init=x_train[:256], context_init=train[1][:256] if cond_dim else None,
+                               blocks=layers or IRESNET_BLOCKS)
   print(f"{name}: iresflow i-ResNet ({n_params_iresflow(dist):,} parameters)", flush=True)
   start = time.perf_counter()
   fitted, losses = fit(jax.random.key(3), dist, x_train, context=train[1] if cond_dim else None, batch_size=BATCH,
@@ -279,11 +286,14 @@ def density_cell(name: str, train, test, seconds: float, with_spline: bool = Tru
   return results
 
 
-def vi_cell(name: str, seconds: float, with_spline: bool = True) -> dict:
+def vi_cell(name: str, seconds: float, quick: bool = False) -> dict:
+  """Each flow fitted to the target ``name`` by reverse KL for ``seconds``; ``quick`` as in :func:`density_cell`."""
   log_density, log_z, exact_sampler = VI_TARGETS[name]
   exact = exact_sampler(np.random.default_rng(0), 1_000_000)
-  peers = flowjax_flows(2, None, invert=False, with_spline=with_spline)
-  dist = iresflow_distribution(2, 0, n_params_flowjax(peers["flowjax MAF"]), "sampling")
+  layers = QUICK_LAYERS if quick else None
+  peers = flowjax_flows(2, None, invert=False, with_spline=not quick, layers=layers or MAF_LAYERS)
+  dist = iresflow_distribution(2, 0, n_params_flowjax(peers["flowjax MAF"]), "sampling",
+                               blocks=layers or IRESNET_BLOCKS)
   results = {}
 
   def summary(samples, log_q, parameters, **extra):
@@ -464,7 +474,8 @@ def main() -> None:
   parser.add_argument("--output-dir", "--docs-dir", dest="output_dir", default=os.path.join("workdirs", "vs_flowjax"),
                       help="results folder (--docs-dir docs: the committed results)")
   parser.add_argument("--quick", action="store_true",
-                      help="a 1-second budget on two_moons (small) and banana, MAF as the only peer (a smoke test)")
+                      help="a 1-second budget on two_moons (small) and banana, 2-layer flows, MAF as the only "
+                           "peer (a smoke test)")
   parser.add_argument("--profile", action="store_true",
                       help="only profile the VI step against the MAF's (vs_flowjax_profile.{json,md})")
   args = parser.parse_args()
@@ -482,7 +493,6 @@ def main() -> None:
                   f"{profile['repeats']} calls.\n\n{table}\n")
     return
   seconds = 1.0 if args.quick else args.seconds
-  with_spline = not args.quick
   if args.quick:
     args.tasks = [task for task in args.tasks if task in ("two_moons", "banana")]
   os.makedirs(args.output_dir, exist_ok=True)
@@ -491,13 +501,13 @@ def main() -> None:
   for task in args.tasks:
     if task in ("wine", "diabetes"):
       train, test = tabular(task)
-      results[task] = density_cell(task, (train,), (test,), seconds, with_spline)
+      results[task] = density_cell(task, (train,), (test,), seconds, args.quick)
     elif task == "two_moons":
       n_train, n_test = (1000, 200) if args.quick else (10_000, 2_000)
       theta, x = two_moons(jax.random.key(10), n_train + n_test)
       theta, x = np.asarray(theta), np.asarray(x)
       results[task] = density_cell(task, (theta[:n_train], x[:n_train]), (theta[n_train:], x[n_train:]), seconds,
-                                   with_spline)
+                                   args.quick)
       x_o = jnp.zeros(2)
       reference = two_moons_reference(jax.random.key(11), x_o, 2000, 200_000 if args.quick else 2_000_000)
       samples = {}
@@ -509,7 +519,7 @@ def main() -> None:
           samples[flow] = np.asarray(trained.sample(jax.random.key(12), (2000,), condition=x_o))
       moons_figure(samples, reference, x_o, os.path.join(args.output_dir, "vs_flowjax_two_moons.png"))
     elif task in VI_TARGETS:
-      results[task] = vi_cell(task, seconds, with_spline)
+      results[task] = vi_cell(task, seconds, args.quick)
     else:
       parser.error(f"--tasks: unknown task {task!r}")
     for r in results[task].values():

@@ -18,18 +18,27 @@ def _figure(**kwargs):
 
 
 def image_grid(images: np.ndarray, path: str, title: str = "", columns: int | None = None) -> None:
-  """Saves images ``(N, H, W, C)`` with values in [0, 1] as one grid PNG."""
-  n = len(images)
+  """Saves images ``(N, H, W, C)`` with values in [0, 1] as one grid PNG.
+
+  The images are tiled into one mosaic with white gaps and drawn once (one axes for the whole grid:
+  a grid of 100 images draws in a fraction of the time of 100 axes).
+  """
+  images = np.clip(np.asarray(images, np.float32), 0, 1)
+  if images.ndim != 4 or images.shape[-1] not in (1, 3):
+    raise ValueError(f"images: expected shape (N, H, W, 1 or 3), got {images.shape}")
+  n, height, width, channels = images.shape
   columns = columns or int(math.ceil(math.sqrt(n)))
   rows = int(math.ceil(n / columns))
+  gap = max(1, round(0.08 * max(height, width)))
+  mosaic = np.ones((rows * (height + gap) - gap, columns * (width + gap) - gap, channels), np.float32)
+  for i, image in enumerate(images):
+    top, left = (i // columns) * (height + gap), (i % columns) * (width + gap)
+    mosaic[top:top + height, left:left + width] = image
   fig = _figure(figsize=(columns * 0.9, rows * 0.9 + (0.4 if title else 0)))
-  axes = fig.subplots(rows, columns, squeeze=False)
-  for ax in np.ravel(axes):
-    ax.axis("off")
-  for ax, image in zip(np.ravel(axes), images):
-    image = np.clip(image, 0, 1)
-    ax.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray" if image.shape[-1] == 1 else None,
-              vmin=0, vmax=1, interpolation="nearest")
+  ax = fig.add_subplot()
+  ax.axis("off")
+  ax.imshow(mosaic[..., 0] if channels == 1 else mosaic, cmap="gray" if channels == 1 else None, vmin=0, vmax=1,
+            interpolation="nearest")
   if title:
     fig.suptitle(title, fontsize=9)
   fig.tight_layout()

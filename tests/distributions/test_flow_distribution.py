@@ -162,15 +162,15 @@ def test_variational_fit_of_a_correlated_gaussian_reaches_kl_near_zero():
 def test_variational_fit_of_a_banana_matches_the_moments_of_exact_samples():
   """Banana: x1 ~ N(0, 1), x2 | x1 ~ N(x1^2 / 2, 1/4); Z = pi. Moments of q against 10^6 exact (ancestral) draws.
 
-  Reverse KL under-covers the tails (mode seeking), so the tolerances are the fit's, measured: KL 0.007 nats,
-  means within 0.02, variances 4% (x1) and 10% (x2) low.
+  Reverse KL under-covers the tails (mode seeking), so the tolerances are the fit's, measured (this seed and
+  one other): KL 0.006-0.007 nats, means within 0.03, variances 3-5% (x1) and 11% (x2) low.
   """
   log_density = lambda x: -0.5 * x[0]**2 - 2.0 * (x[1] - 0.5 * x[0]**2)**2
   model = IResNetFlow(data_shape=(2,), stages=(), fc_blocks=8, prior="learned",
-                      fc_residual=ResidualSpec(hidden=64, dense_layers=2, constraint=LipschitzConstraint(coeff=0.97)))
+                      fc_residual=ResidualSpec(hidden=32, dense_layers=2, constraint=LipschitzConstraint(coeff=0.97)))
   dist = FlowDistribution.create(jax.random.key(0), model, direction="sampling")
-  fitted, _ = fit_variational(jax.random.key(1), dist, log_density, steps=2000, samples_per_step=128,
-                              optimizer=optax.adam(optax.cosine_decay_schedule(5e-3, 2000)), progress=False)
+  fitted, _ = fit_variational(jax.random.key(1), dist, log_density, steps=1500, samples_per_step=128,
+                              optimizer=optax.adam(optax.cosine_decay_schedule(5e-3, 1500)), progress=False)
   x, log_q = fitted.sample_and_log_prob(jax.random.key(2), 50_000)
   kl = float(jnp.mean(log_q - jax.vmap(log_density)(x))) + math.log(math.pi)
   assert -0.01 < kl < 0.02, kl  # Monte Carlo s.e. of the estimate ~0.001
