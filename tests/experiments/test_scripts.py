@@ -313,15 +313,15 @@ def test_mnist_search_quick_and_a_rerun_resumes(tmp_path):
   with open(tmp_path / "mnist_search.json") as f:
     results = json.load(f)
   first = results["rounds"]["first"]
-  assert set(first) == {"iresnet/base", "iresnet/neumann gradient", "glow/base"}
+  assert set(first) == {"iresnet/base", "glow/base", "glow/lr 3e-3"}
   for entry in first.values():
     assert entry["steps"] == 3 and np.isfinite(entry["validation_bits_per_dim"])
-  assert first["iresnet/base"]["certified"] and first["iresnet/neumann gradient"]["setting"]["gradient"] == "neumann"
+  assert first["iresnet/base"]["certified"] and first["glow/lr 3e-3"]["setting"]["learning_rate"] == 3e-3
   assert first["iresnet/base"]["eval_refresh_iterations"] == 10  # validated and certified as the trainer does
   assert results["dataset"] == "synthetic"
-  assert "| iresnet | neumann gradient | stages=[1, 1], hidden=4, gradient=neumann |" in stdout
-  best = min(("iresnet/base", "iresnet/neumann gradient"), key=lambda n: first[n]["validation_bits_per_dim"])
-  assert f"| iresnet | {best.split('/')[1]} (3 steps) | `first` | 2 of 13 |" in stdout  # the best-per-model table
+  assert "| glow | lr 3e-3 | stages=[1, 1], hidden=4, learning_rate=0.003 |" in stdout
+  best = min(("glow/base", "glow/lr 3e-3"), key=lambda n: first[n]["validation_bits_per_dim"])
+  assert f"| glow | {best.split('/')[1]} (3 steps) | `first` | 2 of 13 |" in stdout  # the best-per-model table
   out = subprocess.run([sys.executable, str(ROOT / "experiments" / "mnist_search.py"), "--quick", "--models", "iresnet",
                         "glow"], cwd=tmp_path / "cwd", capture_output=True, text=True, timeout=300,
                        env={**os.environ, "PYTHONPATH": str(ROOT)})
@@ -335,11 +335,12 @@ def test_mnist_search_quick_and_a_rerun_resumes(tmp_path):
   with open(tmp_path / "cwd" / "workdirs" / "mnist_search" / "mnist_search.json") as f:
     results = json.load(f)
   final = results["rounds"]["final"]
-  assert set(final) == {"glow/base", "glow/base, final decay"}, set(final)
-  assert final["glow/base, final decay"]["setting"]["schedule"] == "final_decay"
+  assert set(final) == {best, f"{best}, final decay"}, set(final)
+  assert final[f"{best}, final decay"]["setting"]["schedule"] == "final_decay"
   assert results["round_commands"]["final"].endswith("--round final --models glow --top 1")
-  assert set(results["rounds"]["first"]) == {"iresnet/base", "iresnet/neumann gradient", "glow/base"}  # kept
-  assert "## Round `final` (20 minutes per trial)" in out.stdout and "`first` | 1 of 13 |" not in out.stdout
+  assert set(results["rounds"]["first"]) == {"iresnet/base", "glow/base", "glow/lr 3e-3"}  # kept
+  # The best-per-model table now takes the Glow-style flow's row from the final round.
+  assert "## Round `final` (20 minutes per trial)" in out.stdout and "`first` | 2 of 13 |" not in out.stdout
 
 
 def test_mnist_search_plans_every_trial_and_picks_the_best():
