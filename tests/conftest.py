@@ -35,15 +35,6 @@ if os.environ.get("IRESFLOW_TEST_XLA_OPT", "0") != "1":
 import pytest  # noqa: E402
 
 
-def pytest_collection_modifyitems(items):
-  """Runs the tests marked ``slow`` first (a stable sort: the rest keep their order).
-
-  ``pytest-xdist`` hands out tests in order; a 30-second test started last keeps one worker busy while
-  the other has nothing left to take.
-  """
-  items.sort(key=lambda item: item.get_closest_marker("slow") is None)
-
-
 @pytest.fixture(autouse=True, scope="module")
 def _release_compiled_programs():
   """Drops JAX's in-memory caches of compiled programs after each test module, so that a worker's

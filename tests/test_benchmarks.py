@@ -87,7 +87,6 @@ def test_cudnn_workspaces_are_read_from_the_compiled_program():
   assert convolution_workspaces(hlo) == [0, 1048576]
 
 
-@pytest.mark.slow
 def test_flowjax_comparison_quick_mode(tmp_path):
   """benchmarks/vs_flowjax.py --quick (1-second budgets, two tasks): every cell filled, the figure written."""
   pytest.importorskip("flowjax")

@@ -10,7 +10,6 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.slow
 def test_the_site_builds_with_every_tutorial_executed(tmp_path):
   pytest.importorskip("sphinx")
   pytest.importorskip("myst_nb")

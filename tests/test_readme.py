@@ -22,8 +22,7 @@ FIRST_PROGRAMS = (ROOT / "README.md", ROOT / "docs" / "getting_started.md")
 
 @pytest.mark.parametrize("page,index,code", [
     pytest.param(page, index, code, id=f"{page.relative_to(ROOT)}:{index}",
-                 marks=([pytest.mark.default_xla] if page in FIRST_PROGRAMS else [])
-                 + ([pytest.mark.slow] if page.name == "README.md" else []))
+                 marks=[pytest.mark.default_xla] if page in FIRST_PROGRAMS else [])
     for page, index, code in EXAMPLES])
 def test_documented_example_runs(page, index, code):
   printed = io.StringIO()

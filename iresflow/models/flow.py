@@ -84,8 +84,8 @@ class IResNetFlow(nn.Module):
       grows with depth; on CPU a training step runs several times faster (docs/benchmarks.md).
       None (default): the forward pass unrolled on CPU, except fully connected blocks with the
       Neumann gradient, and scanned on other backends (:mod:`iresflow.core.loops`); the inverse
-      scanned (each block's inverse is a loop anyway).
-      Same parameters either way.
+      scanned (each block's inverse is a loop anyway), and ``init`` scanned whatever this says (it
+      runs once). Same parameters either way.
     block_type: ``'iresnet'`` (``x + g(x)``; i-ResNets, Residual Flows, i-DenseNets) or ``'monotone'``
       (the Cayley transform ``2 (I + g)^{-1} - I`` of ``g``; Monotone Flows, ``iresflow.nn.MonotoneBlock``).
     forward_solver: the forward pass's fixed-point solve of Monotone blocks (None: the block's default).

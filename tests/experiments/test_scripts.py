@@ -8,7 +8,6 @@ import subprocess
 import sys
 
 import numpy as np
-import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -71,7 +70,6 @@ def test_crossings_counts_order_swaps():
   assert crossings(np.array([[0.0, 1.0, 2.0], [1.0, 0.0, 2.0], [0.0, 1.0, 2.0]])) == 2
 
 
-@pytest.mark.slow
 def test_inverse_quick(tmp_path):
   stdout = _run("inverse.py", tmp_path)
   with open(tmp_path / "inverse.json") as f:
@@ -129,7 +127,6 @@ def test_demo_runs_on_tiny_settings(tmp_path):
   assert (tmp_path / "docs" / "samples.png").exists() and (tmp_path / "docs" / "certificate.json").exists()
 
 
-@pytest.mark.slow
 def test_mnist_density_quick(tmp_path):
   """The real-MNIST density protocol on synthetic 28x28 data (normflows is not a test dependency)."""
   # The i-ResNet's recipe alone: the other recipes build in test_mnist_recipes_are_the_search_winners and
@@ -243,7 +240,6 @@ def test_mnist_recipe_reader_rejects_what_the_search_never_varied():
     density.mnist_search.setting_from_config(load_config(density.recipe_path("idensenet")), "iresnet")
 
 
-@pytest.mark.slow
 def test_mnist_classification_quick(tmp_path):
   # The i-ResNet alone: the twin's training (coeff=None) runs in test_trainer's classifier run.
   stdout = _run("mnist_classification.py", tmp_path, "--models", "i-ResNet")
@@ -284,7 +280,6 @@ def test_family_quick(tmp_path):
   assert "| Monotone Flow |" in stdout and (tmp_path / "family.png").exists()
 
 
-@pytest.mark.slow
 def test_conditional_mnist_quick_and_sampling_on_request(tmp_path):
   stdout = _run("conditional_mnist.py", tmp_path)
   with open(tmp_path / "conditional_mnist.json") as f:
@@ -312,7 +307,6 @@ def _load_mnist_search():
   return module
 
 
-@pytest.mark.slow
 def test_mnist_search_quick_and_a_rerun_resumes(tmp_path):
   """Three tiny trials on synthetic data; a rerun from the same folder finds them done and runs nothing."""
   stdout = _run("mnist_search.py", tmp_path, "--models", "iresnet", "glow")

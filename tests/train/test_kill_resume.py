@@ -12,8 +12,6 @@ import subprocess
 import sys
 import time
 
-import pytest
-
 from iresflow.train.checkpoint import Checkpointer
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -33,7 +31,6 @@ def _train_losses(workdir):
     return {r["step"]: r["loss"] for r in map(json.loads, f) if r["split"] == "train"}
 
 
-@pytest.mark.slow
 def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path):
   env = {**os.environ, "PYTHONPATH": str(ROOT)}
   straight, killed = tmp_path / "straight", tmp_path / "killed"

@@ -61,7 +61,6 @@ def _printed_results(stdout: str) -> dict:
   return json.loads(stdout[stdout.rindex("\n{") + 1:])
 
 
-@pytest.mark.slow
 def test_the_readme_multi_host_command_runs_like_one_process(tmp_path):
   guard = tmp_path / "guard"
   guard.mkdir()

@@ -4,16 +4,12 @@ import json
 import pathlib
 import subprocess
 import sys
-
-import pytest
-
 from tests import helpers
 
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.slow
 def test_sharded_step_equals_single_device_step():
   env = helpers.subprocess_env(ROOT)
   out = subprocess.run([sys.executable, str(ROOT / "tests" / "train" / "sharded_step_check.py")], env=env,

@@ -205,3 +205,20 @@ def test_a_resumed_run_ends_where_the_uninterrupted_one_does(tmp_path, capfd):
   resumed = train_and_evaluate(config, str(workdir))
   assert "Resumed from the checkpoint at step 2" in capfd.readouterr().err
   np.testing.assert_allclose(resumed["test_nll"], uninterrupted["test_nll"], rtol=1e-6)
+
+
+def test_image_grid_tiles_the_images_into_one_figure(tmp_path):
+  """Every image lands in the PNG (grey and colour), and an array that is not a batch of images is refused."""
+  from matplotlib.image import imread
+
+  from iresflow.train import plots
+
+  images = np.zeros((5, 4, 4, 1))
+  images[3] = 1.0  # one white image among black ones: the grid is not all one value
+  plots.image_grid(images, str(tmp_path / "grey.png"), title="grey", columns=3)
+  pixels = imread(tmp_path / "grey.png")[..., :3]
+  assert pixels.min() < 0.1 and pixels.max() > 0.9
+  plots.image_grid(np.random.default_rng(0).uniform(size=(2, 4, 4, 3)), str(tmp_path / "colour.png"))
+  assert (tmp_path / "colour.png").stat().st_size > 0
+  with pytest.raises(ValueError, match=r"images: expected shape \(N, H, W, 1 or 3\)"):
+    plots.image_grid(np.zeros((5, 4, 4)), str(tmp_path / "bad.png"))
