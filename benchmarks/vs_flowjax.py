@@ -250,6 +250,17 @@ def _mean_and_se(values) -> tuple[float, float]:
 
 
 # ------------------------------------------------------------------------------------------ cells
+def paired_flows(dim: int, cond_dim: int | None, direction: str, quick: bool, x_init=None, context_init=None
+                 ) -> tuple[dict, FlowDistribution]:
+  """flowjax's flows (cheap density for ``'density'``, cheap sampling otherwise) and the i-ResNet of the
+  MAF's parameter count; ``quick``: 2 layers on both sides and the MAF alone."""
+  peers = flowjax_flows(dim, cond_dim, invert=direction == "density", with_spline=not quick,
+                        layers=QUICK_LAYERS if quick else MAF_LAYERS)
+  dist = iresflow_distribution(dim, cond_dim or 0, n_params_flowjax(peers["flowjax MAF"]), direction, x_init=x_init,
+                               context_init=context_init, blocks=QUICK_LAYERS if quick else IRESNET_BLOCKS)
+  return peers, dist
+
+
 def density_cell(name: str, train, test, seconds: float, quick: bool = False) -> dict:
   """Each flow fitted to ``train`` (``(x,)`` or ``(x, c)``) for ``seconds``; held-out mean log-prob.
 
@@ -259,11 +270,8 @@ def density_cell(name: str, train, test, seconds: float, quick: bool = False) ->
   dim = x_train.shape[1]
   cond_dim = train[1].shape[1] if len(train) > 1 else None
   results = {}
-  layers = QUICK_LAYERS if quick else None
-  peers = flowjax_flows(dim, cond_dim, invert=True, with_spline=not quick, layers=layers or MAF_LAYERS)
-  dist = iresflow_distribution(dim, cond_dim or 0, n_params_flowjax(peers["flowjax MAF"]), "density",
-                               x_init=x_train[:256], context_init=train[1][:256] if cond_dim else None,
-                               blocks=layers or IRESNET_BLOCKS)
+  peers, dist = paired_flows(dim, cond_dim, "density", quick, x_init=x_train[:256],
+                             context_init=train[1][:256] if cond_dim else None)
   print(f"{name}: iresflow i-ResNet ({n_params_iresflow(dist):,} parameters)", flush=True)
   start = time.perf_counter()
   fitted, losses = fit(jax.random.key(3), dist, x_train, context=train[1] if cond_dim else None, batch_size=BATCH,
@@ -290,10 +298,7 @@ def vi_cell(name: str, seconds: float, quick: bool = False) -> dict:
   """Each flow fitted to the target ``name`` by reverse KL for ``seconds``; ``quick`` as in :func:`density_cell`."""
   log_density, log_z, exact_sampler = VI_TARGETS[name]
   exact = exact_sampler(np.random.default_rng(0), 1_000_000)
-  layers = QUICK_LAYERS if quick else None
-  peers = flowjax_flows(2, None, invert=False, with_spline=not quick, layers=layers or MAF_LAYERS)
-  dist = iresflow_distribution(2, 0, n_params_flowjax(peers["flowjax MAF"]), "sampling",
-                               blocks=layers or IRESNET_BLOCKS)
+  peers, dist = paired_flows(2, None, "sampling", quick)
   results = {}
 
   def summary(samples, log_q, parameters, **extra):
@@ -373,8 +378,8 @@ def profile_vi(repeats: int) -> dict:
   layers).
   """
   log_density = banana_log_density
-  maf = flowjax_flows(2, None, invert=False)["flowjax MAF"]
-  dist = iresflow_distribution(2, 0, n_params_flowjax(maf), "sampling")
+  peers, dist = paired_flows(2, None, "sampling", quick=False)
+  maf = peers["flowjax MAF"]
   model, variables = dist.model, dist.variables
   key = jax.random.key(0)
   u = jax.random.normal(key, (VI_SAMPLES, 2))

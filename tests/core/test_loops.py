@@ -132,18 +132,17 @@ def test_initialisation_keeps_the_blocks_rolled():
   """``init`` runs once: it lowers to the same scanned program whatever ``unroll_blocks`` says (an unrolled init
   only cost compile time), and both give the same variables."""
   x = jax.random.normal(jax.random.key(0), (8, 2))
+  flow = lambda unroll: IResNetFlow(data_shape=(2,), stages=(), fc_blocks=3, unroll_blocks=unroll,
+                                    fc_residual=ResidualSpec(hidden=8, constraint=LipschitzConstraint(coeff=0.9)))
   programs, variables = {}, {}
   for unroll in (True, False):
-    model = IResNetFlow(data_shape=(2,), stages=(), fc_blocks=3, unroll_blocks=unroll,
-                        fc_residual=ResidualSpec(hidden=8, constraint=LipschitzConstraint(coeff=0.9)))
-    init = lambda key, x, m=model: m.init({"params": key, "logdet": key}, x, estimator=PowerSeries(n_terms=2))
+    init = lambda key, x, m=flow(unroll): m.init({"params": key, "logdet": key}, x, estimator=PowerSeries(n_terms=2))
     programs[unroll] = _lowered(init, jax.random.key(1), x)
     variables[unroll] = jax.jit(init)(jax.random.key(1), x)
   assert programs[True] == programs[False]
   assert jax.tree.all(jax.tree.map(lambda a, b: bool(jnp.array_equal(a, b)), variables[True], variables[False]))
   # Applying the model still follows unroll_blocks.
-  apply = lambda unroll: _lowered(lambda v, x: IResNetFlow(
-      data_shape=(2,), stages=(), fc_blocks=3, unroll_blocks=unroll,
-      fc_residual=ResidualSpec(hidden=8, constraint=LipschitzConstraint(coeff=0.9))).apply(
-          v, x, estimator=PowerSeries(n_terms=2), rngs={"logdet": jax.random.key(2)}), variables[False], x)
+  apply = lambda unroll: _lowered(lambda v, x: flow(unroll).apply(v, x, estimator=PowerSeries(n_terms=2),
+                                                                  rngs={"logdet": jax.random.key(2)}),
+                                  variables[False], x)
   assert apply(True) != apply(False)

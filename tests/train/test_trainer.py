@@ -213,11 +213,9 @@ def test_image_grid_tiles_the_images_into_one_figure(tmp_path):
 
   from iresflow.train import plots
 
-  images = np.zeros((5, 4, 4, 1))
-  images[3] = 1.0  # one white image among black ones: the grid is not all one value
-  plots.image_grid(images, str(tmp_path / "grey.png"), title="grey", columns=3)
+  plots.image_grid(np.zeros((5, 4, 4, 1)), str(tmp_path / "grey.png"), title="grey", columns=3)
   pixels = imread(tmp_path / "grey.png")[..., :3]
-  assert pixels.min() < 0.1 and pixels.max() > 0.9
+  assert pixels.min() < 0.1 and pixels.max() > 0.9  # the black images, drawn between white gaps
   plots.image_grid(np.random.default_rng(0).uniform(size=(2, 4, 4, 3)), str(tmp_path / "colour.png"))
   assert (tmp_path / "colour.png").stat().st_size > 0
   with pytest.raises(ValueError, match=r"images: expected shape \(N, H, W, 1 or 3\)"):
