@@ -5,7 +5,7 @@ Lipschitz DenseNet of three 3x3 convolutions and a 1x1 back to the block's chann
 of 7 channels per layer (the i-ResNet's ~55,000 parameters). The settings below are the best of the
 search's 13 i-DenseNet trials (docs/mnist_search.md), with the learning rate held and then taken
 linearly to 0 over the last quarter of training, which the search's 20-minute final round preferred
-(``num_steps``: about what 20 minutes buy on 2 cores, so that the decay ends with the budget)::
+(``num_steps``: about what 20 minutes bought in the final round, so that the decay ends with the budget)::
 
     python experiments/train.py --config experiments/configs/mnist_idensenet_cpu.py \\
         --workdir workdirs/mnist_idensenet_cpu --config.data_dir=$HOME/tensorflow_datasets

@@ -7,7 +7,8 @@ rate and the Neumann gradient (no backward pass through the series). The search'
 then preferred holding the learning rate and taking it linearly to 0 over the last quarter of training
 (``final_decay``). ``experiments/mnist_density.py`` trains this config for 20 minutes of wall-clock and
 reports test bits/dim (docs/mnist_density.md); ``experiments/train.py`` runs it as any config
-(``num_steps``: about what 20 minutes buy on 2 cores, so that the decay ends with the budget)::
+(``num_steps``: about what 20 minutes bought in the search's final round on 2 cores, so that the decay
+ends with about that budget; a quieter machine buys more steps in 20 minutes)::
 
     python experiments/train.py --config experiments/configs/mnist_iresnet_cpu.py \\
         --workdir workdirs/mnist_iresnet_cpu --config.data_dir=$HOME/tensorflow_datasets

@@ -4,7 +4,8 @@ The layout and protocol of ``mnist_iresnet_cpu.py`` (read it first) with Residua
 (Chen et al. 2019): the unbiased Russian-roulette series with its exact terms and the Neumann gradient,
 c = 0.98. The settings below are the best of the search's 13 Residual Flow trials (docs/mnist_search.md),
 with the i-ResNet's final decay of the learning rate, which the 20-minute final round preferred here too
-(``num_steps``: about what 20 minutes buy on 2 cores; a Residual Flow step costs more than an i-ResNet's)::
+(``num_steps``: about what 20 minutes bought in the final round; a Residual Flow step costs more than an
+i-ResNet's)::
 
     python experiments/train.py --config experiments/configs/mnist_residual_flow_cpu.py \\
         --workdir workdirs/mnist_residual_flow_cpu --config.data_dir=$HOME/tensorflow_datasets
