@@ -145,6 +145,15 @@ def test_mnist_density_quick(tmp_path):
   error, se = check["eval_roulette_20_exact_minus_exact_bits_per_dim"], check["eval_roulette_20_exact_minus_exact_se"]
   assert abs(error) <= 4 * se + 1e-4
   assert "| i-ResNet (iresflow) | searched: stages=[1, 1], hidden=4" in stdout
+  assert " ± " in stdout.split("| i-ResNet (iresflow) |")[1].splitlines()[0].split("|")[-2]  # its estimator check
+  # --table-only rewrites the table from the JSON, training nothing.
+  written = (tmp_path / "mnist_density.md").read_text()
+  (tmp_path / "mnist_density.md").unlink()
+  out = subprocess.run([sys.executable, str(ROOT / "experiments" / "mnist_density.py"), "--docs-dir", str(tmp_path),
+                        "--table-only"], capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "PYTHONPATH": str(ROOT)})
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert (tmp_path / "mnist_density.md").read_text() == written
   for name in ("mnist_density_curve.png", "mnist_density_iresnet.png"):
     assert (tmp_path / name).exists()
 
@@ -180,9 +189,24 @@ def test_mnist_density_keeps_the_one_setting_run(tmp_path):
       "glow": {"name": "Glow-style (coupling width 38)", "parameters": 54528, "steps": 9000, "test_bits_per_dim": 1.2,
                "test_bits_per_dim_se": 0.003, "setting": density.mnist_search.as_json(density.GLOW_RECIPE)}}}
   table = density.results_table(new, kept)
-  assert ("| Glow-style (coupling width 38) | searched: learning_rate=0.003 | 54,528 | 9,000 | 1.200 ± 0.003 | "
-          "n/a (coupling) |") in table
-  assert "| i-ResNet (iresflow) | one setting (earlier run) | 55,048 | 2,475 | 1.502 ± 0.003 | yes" in table
+  assert ("| Glow-style (coupling width 38) | searched: learning_rate=0.003, schedule=final_decay | 54,528 | 9,000 | "
+          "1.200 ± 0.003 | n/a (coupling) | 0 (exact log-det) |") in table
+  assert ("| i-ResNet (iresflow) | one setting (earlier run) | 55,048 | 2,475 | 1.502 ± 0.003 | yes (max Lip(g) "
+          "bound 0.7400) | not checked |") in table
+
+
+def test_mnist_density_table_marks_an_estimator_that_fails_its_check():
+  """An estimate more than 3 s.e. from the exact log-det is marked next to the bits/dim it gave."""
+  density = _load_experiment("mnist_density")
+  name = "eval_roulette_20_exact_minus_exact"
+
+  def entry(error, se):
+    return {"estimator_check": {"n_images": 100, f"{name}_bits_per_dim": error, f"{name}_se": se}}
+
+  assert density.estimator_check_text("idensenet", entry(-0.0794, 0.0073)) == (
+      "-0.0794 ± 0.0073 (100 images) **fails: over 3 s.e.**")
+  assert density.estimator_check_text("residual_flow", entry(-0.0017, 0.0027)) == "-0.0017 ± 0.0027 (100 images)"
+  assert density.estimator_check_text("iresnet", entry(0.0090, 0.0027)).endswith("**fails: over 3 s.e.**")
 
 
 def test_mnist_density_reruns_some_models_and_keeps_the_others(tmp_path):
