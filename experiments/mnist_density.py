@@ -72,6 +72,7 @@ LOGIT_ALPHA = mnist_search.LOGIT_ALPHA
 WARMUP_STEPS, GRAD_CLIP = mnist_search.WARMUP_STEPS, mnist_search.GRAD_CLIP
 EVAL_ROULETTE = mnist_search.EVAL_ROULETTE  # unbiased; its random tail starts where terms are tiny
 EVAL_BATCH = 100
+EVAL_CHECK_NAME = "eval_roulette_20_exact"  # EVAL_ROULETTE's name in estimator_check's results
 RESIDUAL_FLOWS = ("iresnet", "residual_flow", "idensenet")
 NAMES = {"iresnet": "i-ResNet", "residual_flow": "Residual Flow", "idensenet": "i-DenseNet", "glow": "Glow-style",
          "normflows": "Residual flow (normflows)"}
@@ -271,10 +272,10 @@ def estimator_check(side: JaxSide, preprocessing, images: np.ndarray, n_draws: i
   model, variables = side.model, side.variables
   x, _ = preprocessed(preprocessing, images, seed=10**6)
   exact = jax.jit(lambda x: model.apply(variables, x, estimator=ExactLogDet()))
-  estimators = {"eval_roulette_20_exact": (EVAL_ROULETTE, n_draws), "roulette_2_exact": (Roulette(), n_draws),
+  estimators = {EVAL_CHECK_NAME: (EVAL_ROULETTE, n_draws), "roulette_2_exact": (Roulette(), n_draws),
                 "series_20": (PowerSeries(n_terms=20), 1)}
   if only_eval:
-    estimators = {"eval_roulette_20_exact": estimators["eval_roulette_20_exact"]}
+    estimators = {EVAL_CHECK_NAME: estimators[EVAL_CHECK_NAME]}
   estimates = {name: jax.jit(lambda x, key, e=estimator: model.apply(variables, x, estimator=e,
                                                                      rngs={"logdet": key}))
                for name, (estimator, _) in estimators.items()}
@@ -365,10 +366,9 @@ def estimator_check_text(key: str, entry: dict) -> str:
   if key == "glow":
     return "0 (exact log-det)"
   check = entry.get("estimator_check", {})
-  name = "eval_roulette_20_exact_minus_exact"
-  if f"{name}_bits_per_dim" not in check:
+  if f"{EVAL_CHECK_NAME}_minus_exact_bits_per_dim" not in check:
     return "not checked"
-  error, se = check[f"{name}_bits_per_dim"], check[f"{name}_se"]
+  error, se = check[f"{EVAL_CHECK_NAME}_minus_exact_bits_per_dim"], check[f"{EVAL_CHECK_NAME}_minus_exact_se"]
   text = f"{error:+.4f} ± {se:.4f} ({check['n_images']} images)"
   return text + (" **fails: over 3 s.e.**" if abs(error) > 3 * se else "")
 

@@ -21,7 +21,5 @@ def get_config():
   config.model.residual = dict(hidden=7, kernel_sizes=(3, 3, 3, 1), activation="clipswish", architecture="densenet",
                                constraint=dict(coeff=0.98))
   config.estimator.n_exact_terms = 1
-  config.learning_rate = 3e-3
-  config.schedule = "final_decay"
   config.num_steps = 2200
   return config

@@ -33,13 +33,19 @@ def _run(script, tmp_path, *args):
   before = _checkout_status()
   cwd = tmp_path / "cwd"
   cwd.mkdir()
-  out = subprocess.run([sys.executable, str(ROOT / "experiments" / script), "--quick", *args], cwd=cwd,
-                       capture_output=True, text=True, timeout=900, env={**os.environ, "PYTHONPATH": str(ROOT)})
-  assert out.returncode == 0, out.stderr[-3000:]
+  stdout = _script(script, "--quick", *args, cwd=cwd, timeout=900)
   assert _checkout_status() == before, f"{script} --quick changed the checkout"
   results = cwd / "workdirs" / pathlib.Path(script).stem
   assert results.is_dir(), f"{script} --quick wrote nothing to {results}"
   shutil.copytree(results, tmp_path, dirs_exist_ok=True)
+  return stdout
+
+
+def _script(script, *args, cwd=None, timeout=600):
+  """Runs ``experiments/<script> ARGS`` in a fresh process (from ``cwd``); checks it succeeded, returns stdout."""
+  out = subprocess.run([sys.executable, str(ROOT / "experiments" / script), *args], cwd=cwd, capture_output=True,
+                       text=True, timeout=timeout, env={**os.environ, "PYTHONPATH": str(ROOT)})
+  assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
   return out.stdout
 
 
@@ -110,18 +116,14 @@ def test_digits_density_quick(tmp_path):
 
 
 def test_self_check_passes():
-  out = subprocess.run([sys.executable, str(ROOT / "experiments" / "self_check.py")], capture_output=True,
-                       text=True, timeout=600, env={**os.environ, "PYTHONPATH": str(ROOT)})
-  assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
-  assert "all checks passed" in out.stdout and "[FAIL]" not in out.stdout
+  stdout = _script("self_check.py")
+  assert "all checks passed" in stdout and "[FAIL]" not in stdout
 
 
 def test_demo_runs_on_tiny_settings(tmp_path):
-  out = subprocess.run([sys.executable, str(ROOT / "experiments" / "demo.py"), "--tiny", "--steps", "3",
-                        "--workdir", str(tmp_path / "demo"), "--docs-dir", str(tmp_path / "docs")],
-                       capture_output=True, text=True, timeout=900, env={**os.environ, "PYTHONPATH": str(ROOT)})
-  assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
-  assert "test bits/dim:" in out.stdout and "all certified < 1" in out.stdout
+  stdout = _script("demo.py", "--tiny", "--steps", "3", "--workdir", str(tmp_path / "demo"), "--docs-dir",
+                   str(tmp_path / "docs"), timeout=900)
+  assert "test bits/dim:" in stdout and "all certified < 1" in stdout
   results = json.loads((tmp_path / "docs" / "results.json").read_text())
   assert results["certified"] and np.isfinite(results["test_bits_per_dim"])
   assert (tmp_path / "docs" / "samples.png").exists() and (tmp_path / "docs" / "certificate.json").exists()
@@ -149,10 +151,7 @@ def test_mnist_density_quick(tmp_path):
   # --table-only rewrites the table from the JSON, training nothing.
   written = (tmp_path / "mnist_density.md").read_text()
   (tmp_path / "mnist_density.md").unlink()
-  out = subprocess.run([sys.executable, str(ROOT / "experiments" / "mnist_density.py"), "--docs-dir", str(tmp_path),
-                        "--table-only"], capture_output=True, text=True, timeout=300,
-                       env={**os.environ, "PYTHONPATH": str(ROOT)})
-  assert out.returncode == 0, out.stderr[-3000:]
+  _script("mnist_density.py", "--docs-dir", str(tmp_path), "--table-only", timeout=300)
   assert (tmp_path / "mnist_density.md").read_text() == written
   for name in ("mnist_density_curve.png", "mnist_density_iresnet.png"):
     assert (tmp_path / name).exists()
@@ -198,7 +197,7 @@ def test_mnist_density_keeps_the_one_setting_run(tmp_path):
 def test_mnist_density_table_marks_an_estimator_that_fails_its_check():
   """An estimate more than 3 s.e. from the exact log-det is marked next to the bits/dim it gave."""
   density = _load_experiment("mnist_density")
-  name = "eval_roulette_20_exact_minus_exact"
+  name = f"{density.EVAL_CHECK_NAME}_minus_exact"
 
   def entry(error, se):
     return {"estimator_check": {"n_images": 100, f"{name}_bits_per_dim": error, f"{name}_se": se}}
@@ -314,12 +313,9 @@ def test_conditional_mnist_quick_and_sampling_on_request(tmp_path):
   assert (tmp_path / "conditional_mnist_samples.png").exists()
   # Samples of the digits asked for, from the saved variables, in the same working directory.
   cwd = tmp_path / "cwd"
-  out = subprocess.run([sys.executable, str(ROOT / "experiments" / "conditional_mnist.py"), "--quick", "--sample-only",
-                        "--digits", "3", "7"], cwd=cwd, capture_output=True, text=True, timeout=600,
-                       env={**os.environ, "PYTHONPATH": str(ROOT)})
-  assert out.returncode == 0, out.stderr[-3000:]
+  stdout = _script("conditional_mnist.py", "--quick", "--sample-only", "--digits", "3", "7", cwd=cwd)
   assert (cwd / "workdirs" / "conditional_mnist" / "conditional_mnist_digits_37.png").exists()
-  assert "inverse converged: True" in out.stdout
+  assert "inverse converged: True" in stdout
 
 
 def _load_mnist_search():
@@ -346,16 +342,11 @@ def test_mnist_search_quick_and_a_rerun_resumes(tmp_path):
   assert "| glow | lr 3e-3 | stages=[1, 1], hidden=4, learning_rate=0.003 |" in stdout
   best = min(("glow/base", "glow/lr 3e-3"), key=lambda n: first[n]["validation_bits_per_dim"])
   assert f"| glow | {best.split('/')[1]} (3 steps) | `first` | 2 of 13 |" in stdout  # the best-per-model table
-  out = subprocess.run([sys.executable, str(ROOT / "experiments" / "mnist_search.py"), "--quick", "--models", "iresnet",
-                        "glow"], cwd=tmp_path / "cwd", capture_output=True, text=True, timeout=300,
-                       env={**os.environ, "PYTHONPATH": str(ROOT)})
-  assert out.returncode == 0, out.stderr[-3000:]
-  assert "3 done, 0 to run" in out.stdout
+  stdout = _script("mnist_search.py", "--quick", "--models", "iresnet", "glow", cwd=tmp_path / "cwd", timeout=300)
+  assert "3 done, 0 to run" in stdout
   # The final round: the best trial, and the same with the learning rate decayed over the budget's last quarter.
-  out = subprocess.run([sys.executable, str(ROOT / "experiments" / "mnist_search.py"), "--quick", "--round", "final",
-                        "--models", "glow", "--top", "1"], cwd=tmp_path / "cwd", capture_output=True, text=True,
-                       timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
-  assert out.returncode == 0, out.stderr[-3000:]
+  stdout = _script("mnist_search.py", "--quick", "--round", "final", "--models", "glow", "--top", "1",
+                   cwd=tmp_path / "cwd", timeout=300)
   with open(tmp_path / "cwd" / "workdirs" / "mnist_search" / "mnist_search.json") as f:
     results = json.load(f)
   final = results["rounds"]["final"]
@@ -364,7 +355,7 @@ def test_mnist_search_quick_and_a_rerun_resumes(tmp_path):
   assert results["round_commands"]["final"].endswith("--round final --models glow --top 1")
   assert set(results["rounds"]["first"]) == {"iresnet/base", "glow/base", "glow/lr 3e-3"}  # kept
   # The best-per-model table now takes the Glow-style flow's row from the final round.
-  assert "## Round `final` (20 minutes per trial)" in out.stdout and "`first` | 2 of 13 |" not in out.stdout
+  assert "## Round `final` (20 minutes per trial)" in stdout and "`first` | 2 of 13 |" not in stdout
 
 
 def test_mnist_search_plans_every_trial_and_picks_the_best():
